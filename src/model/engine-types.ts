@@ -70,6 +70,12 @@ export interface GenerationSummary {
   durationS: number;
   tokensPerS: number;
   timeToFirstTokenS: number | null;
+  /**
+   * Text held back while it could have been the start of a stop string and released when the
+   * generation ended another way (EOS, abort). It is part of `text` but of no token's `text`:
+   * a streaming consumer sends it after the last token.
+   */
+  trailingText: string;
 }
 
 export interface ScoredPosition extends TokenSignals {

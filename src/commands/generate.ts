@@ -1,0 +1,132 @@
+// `generate` and `score`: the engine from the command line, with JSON lines for machines.
+
+import { readFileSync } from 'node:fs';
+import { InvalidInputError } from '../errors.ts';
+import type { GeneratedToken, ScoredPosition } from '../model/engine-types.ts';
+import { numberFlag, requiredString } from './options.ts';
+import { registerCliInterventions, setupEngine } from './setup.ts';
+
+const round = (x: number, digits = 6) => (Number.isFinite(x) ? Number(x.toFixed(digits)) : null);
+
+/** The per-token JSON line of `generate --json` (and, with request fields added, of the server's events). */
+export function tokenJson(t: GeneratedToken): Record<string, unknown> {
+  return {
+    index: t.index,
+    token_id: t.tokenId,
+    text: t.text,
+    logprob: round(t.logprob),
+    entropy: round(t.entropy),
+    top1_prob: round(t.top1Prob),
+    norm_scale: round(t.normScale),
+    entropy_neurons: roundAll(t.entropyNeurons),
+    frequency_neurons: roundAll(t.frequencyNeurons),
+    ...(t.unigramKl !== undefined ? { unigram_kl: round(t.unigramKl) } : {}),
+    repeat: t.repeat,
+    interventions: t.interventions,
+  };
+}
+
+function roundAll(r: Record<string, number>): Record<string, number | null> {
+  return Object.fromEntries(Object.entries(r).map(([k, v]) => [k, round(v)]));
+}
+
+export function scoredJson(p: ScoredPosition): Record<string, unknown> {
+  return {
+    position: p.position,
+    token_id: p.tokenId,
+    entropy: round(p.entropy),
+    norm_scale: round(p.normScale),
+    top1_prob: round(p.top1Prob),
+    next_logprob: p.nextLogprob === null ? null : round(p.nextLogprob),
+    entropy_neurons: roundAll(p.entropyNeurons),
+    frequency_neurons: roundAll(p.frequencyNeurons),
+    ...(p.unigramKl !== undefined ? { unigram_kl: round(p.unigramKl) } : {}),
+    repeat: p.repeat,
+    interventions: p.interventions,
+    ...(p.mlpAct ? { mlp_act: p.mlpAct } : {}),
+  };
+}
+
+export async function runGenerate(values: Record<string, unknown>): Promise<void> {
+  const prompt = requiredString(values, 'prompt');
+  const params = {
+    maxTokens: numberFlag(values, 'max-tokens', { min: 1, integer: true })!,
+    temperature: numberFlag(values, 'temperature', { min: 0, max: 100 })!,
+    topP: numberFlag(values, 'top-p', { min: 0, max: 1, exclusiveMin: true })!,
+    topK: numberFlag(values, 'top-k', { min: 0, integer: true })!,
+    seed: numberFlag(values, 'seed', { min: 0, integer: true }),
+    stop: (values.stop as string[] | undefined) ?? [],
+    topLogprobs: 0,
+  };
+  const { engine, registry } = await setupEngine(values);
+  try {
+    registerCliInterventions(registry, values.intervene as string[] | undefined);
+    const promptIds = engine.encode(prompt);
+    const json = values.json === true;
+    const it = engine.generate({ promptIds, params, interventions: () => registry.activeFor() });
+    let r = await it.next();
+    while (!r.done) {
+      if (json) process.stdout.write(JSON.stringify(tokenJson(r.value)) + '\n');
+      else process.stdout.write(r.value.text);
+      r = await it.next();
+    }
+    const s = r.value;
+    if (json) {
+      process.stdout.write(
+        JSON.stringify({
+          type: 'summary',
+          prompt_tokens: s.promptTokens,
+          completion_tokens: s.completionTokens,
+          finish_reason: s.finishReason,
+          tokens_per_s: round(s.tokensPerS, 2),
+          ...(s.trailingText ? { trailing_text: s.trailingText } : {}),
+        }) + '\n',
+      );
+    } else {
+      process.stdout.write(s.trailingText + '\n');
+    }
+  } finally {
+    await engine.close();
+  }
+}
+
+function parseIds(raw: string): number[] {
+  let ids: unknown;
+  try {
+    ids = JSON.parse(raw.startsWith('@') ? readFileSync(raw.slice(1), 'utf8') : raw);
+  } catch {
+    throw new InvalidInputError(`--ids must be a JSON array of token ids, got ${JSON.stringify(raw.slice(0, 40))}`, 'ids');
+  }
+  if (!Array.isArray(ids) || !ids.every((x) => Number.isInteger(x))) {
+    throw new InvalidInputError('--ids must be a JSON array of integer token ids', 'ids');
+  }
+  return ids as number[];
+}
+
+export async function runScore(values: Record<string, unknown>): Promise<void> {
+  const hasText = typeof values.text === 'string';
+  const hasIds = typeof values.ids === 'string';
+  if (hasText === hasIds) throw new InvalidInputError('give exactly one of --text or --ids', 'text');
+  const ids = hasIds ? parseIds(values.ids as string) : null;
+  const { engine, registry } = await setupEngine(values);
+  try {
+    registerCliInterventions(registry, values.intervene as string[] | undefined);
+    const seq = ids ?? engine.encode(values.text as string);
+    const positions = await engine.score(seq, {
+      activations: values.activations === true,
+      interventions: registry.activeFor(),
+    });
+    for (const p of positions) {
+      if (values.json === true || values.activations === true) process.stdout.write(JSON.stringify(scoredJson(p)) + '\n');
+      else {
+        process.stdout.write(
+          `${String(p.position).padStart(5)} ${String(p.tokenId).padStart(6)} ` +
+            `H=${p.entropy.toFixed(4)} sigma=${p.normScale.toFixed(4)} top1=${p.top1Prob.toFixed(4)} ` +
+            `next_logprob=${p.nextLogprob === null ? '-' : p.nextLogprob.toFixed(4)} ${JSON.stringify(engine.tokenizer.tokenText(p.tokenId))}\n`,
+        );
+      }
+    }
+  } finally {
+    await engine.close();
+  }
+}

@@ -1,0 +1,56 @@
+// What every model-using command does first: resolve the model folder (demo model by default),
+// build or reuse the instrumented graph, load the neuron catalogue, start the engine, and make
+// an intervention registry bound to the model's last layer and calibration.
+
+import { InvalidInputError } from '../errors.ts';
+import { openModelSource, type ModelSource } from '../model/source.ts';
+import { createEngineFromSource, resolveModelDir } from '../model/runtime/index.ts';
+import type { OnnxEngine } from '../model/runtime/engine.ts';
+import { InterventionRegistry, parseInterventionSpec } from '../monitor/interventions.ts';
+import { loadCatalogueFor } from '../monitor/catalogue-loader.ts';
+import type { Catalogue } from '../monitor/catalogue.ts';
+import { deviceFlag } from './options.ts';
+
+export interface Setup {
+  source: ModelSource;
+  engine: OnnxEngine;
+  catalogue: Catalogue;
+  registry: InterventionRegistry;
+}
+
+export async function setupEngine(values: Record<string, unknown>, opts: { modelId?: string } = {}): Promise<Setup> {
+  const dir = await resolveModelDir(values.model as string | undefined);
+  const source = await openModelSource(dir);
+  const catalogue = await loadCatalogueFor(source, {
+    catalogue: values.catalogue as string | undefined,
+    unigram: values.unigram as string | undefined,
+    onProgress: (m) => process.stderr.write(`${m}\n`),
+  });
+  const engine = await createEngineFromSource(source, {
+    device: deviceFlag(values),
+    watched: { entropy: catalogue.entropyNeurons, frequency: catalogue.frequencyNeurons },
+    unigram: values.unigram as string | undefined,
+    modelId: opts.modelId,
+    onWarning: (m) => process.stderr.write(`warning: ${m}\n`),
+  });
+  const byIndex = new Map(catalogue.neurons.map((n) => [n.index, n]));
+  const registry = new InterventionRegistry({
+    lastLayer: source.spec.nLayers - 1,
+    dMlp: source.spec.dMlp,
+    calibrationMean: (i) => byIndex.get(i)?.calibrationMean ?? undefined,
+  });
+  return { source, engine, catalogue, registry };
+}
+
+/** Registers --intervene flags (validated before any generation starts). */
+export function registerCliInterventions(registry: InterventionRegistry, specs: string[] | undefined): void {
+  for (const text of specs ?? []) {
+    const spec = parseInterventionSpec(text);
+    try {
+      registry.add(spec);
+    } catch (e) {
+      if (e instanceof InvalidInputError) throw new InvalidInputError(`--intervene ${text}: ${e.message}`, 'intervene');
+      throw e;
+    }
+  }
+}

@@ -1,0 +1,81 @@
+// createEngine: everything between `--model DIR` and a ready-to-generate Engine.
+
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { Tokenizer } from '../tokenizer.ts';
+import { openModelSource, defaultModelId, type ModelSource } from '../source.ts';
+import { OnnxEngine, type WatchedNeurons } from './engine.ts';
+import { InferenceWorker } from './worker-client.ts';
+import type { Device } from './protocol.ts';
+import { frequencyDirection, readUnigramFile } from '../../monitor/frequency.ts';
+
+export interface EngineOptions {
+  /** Model folder; the built-in demo model (tiny) when absent. */
+  model?: string;
+  device?: Device;
+  cacheDir?: string;
+  /** Neurons to report per token; normally from the catalogue (see src/monitor/catalogue-loader.ts). */
+  watched?: WatchedNeurons;
+  /** Unigram counts file; default: unigram.json in the model folder when present. */
+  unigram?: string;
+  modelId?: string;
+  intraOpThreads?: number;
+  onWarning?: (message: string) => void;
+}
+
+export async function resolveModelDir(model: string | undefined): Promise<string> {
+  if (model) return model;
+  // Loaded lazily: only commands run without --model need the demo generator.
+  const { demoModelDir } = await import('../demo/index.ts');
+  return demoModelDir('tiny');
+}
+
+/** The unigram file that belongs to a model folder, if any. */
+export function defaultUnigramFile(dir: string): string | undefined {
+  const f = join(dir, 'unigram.json');
+  return existsSync(f) ? f : undefined;
+}
+
+export async function createEngineFromSource(source: ModelSource, opts: EngineOptions = {}): Promise<OnnxEngine> {
+  const tokenizer = Tokenizer.load(source.dir);
+  tokenizer.checkVocab(source.spec.vocabSize, join(source.dir, 'tokenizer.json'));
+  const unigramPath = opts.unigram ?? defaultUnigramFile(source.dir);
+  const logPFreq = unigramPath
+    ? Float32Array.from(frequencyDirection(readUnigramFile(unigramPath, source.spec.vocabSize).counts).logP)
+    : null;
+  const watched = opts.watched ?? { entropy: [], frequency: [] };
+  const layer = source.spec.nLayers - 1;
+  const indexOf = (a: string) => Number(a.split('.')[1]);
+  for (const a of [...watched.entropy, ...watched.frequency]) {
+    if (!a.startsWith(`${layer}.`)) throw new Error(`watched neuron ${a} is not in the last layer (${layer})`);
+  }
+  const worker = new InferenceWorker();
+  try {
+    const init = await worker.init({
+      modelPath: source.modelPath,
+      spec: source.spec,
+      device: opts.device ?? 'cpu',
+      watchNeurons: [...watched.entropy, ...watched.frequency].map(indexOf),
+      logPFreq,
+      intraOpThreads: opts.intraOpThreads,
+    });
+    if (init.warning) opts.onWarning?.(init.warning);
+    return new OnnxEngine({
+      spec: source.spec,
+      modelId: opts.modelId ?? defaultModelId(source.dir),
+      tokenizer,
+      worker,
+      watched,
+      init,
+    });
+  } catch (e) {
+    await worker.terminate();
+    throw e;
+  }
+}
+
+export async function createEngine(opts: EngineOptions = {}): Promise<OnnxEngine> {
+  const dir = await resolveModelDir(opts.model);
+  const source = await openModelSource(dir, { cacheDir: opts.cacheDir });
+  return createEngineFromSource(source, opts);
+}

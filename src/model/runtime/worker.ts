@@ -1,0 +1,218 @@
+// The inference worker: owns the onnxruntime session and every sequence's KV cache.
+//
+// Why a worker: InferenceSession.run() is synchronous native work; on the main thread it would
+// stall HTTP, WebSocket and /metrics for the whole step. Why the worker samples and computes the
+// signals itself: the logits row (50k floats) never has to cross the thread boundary.
+
+import { parentPort } from 'node:worker_threads';
+import * as ort from 'onnxruntime-node';
+import { IO, type ModelSpec } from '../types.ts';
+import { isUserError, UserError } from '../../errors.ts';
+import { Rng, sampleToken } from './sampling.ts';
+import { rowSignals } from '../../monitor/signals.ts';
+import { createSession } from './session.ts';
+import type {
+  Envelope,
+  InitMessage,
+  InitResult,
+  OpenMessage,
+  Reply,
+  ScoreMessage,
+  ScoreResult,
+  StepMessage,
+  StepResult,
+} from './protocol.ts';
+
+interface Sequence {
+  params: OpenMessage;
+  rng: Rng;
+  past: Map<string, ort.Tensor>;
+  length: number;
+}
+
+let session: ort.InferenceSession | null = null;
+let spec: ModelSpec;
+let watch: number[] = [];
+let logPFreq: Float32Array | null = null;
+let instrumented = false;
+let identityScale: Float32Array;
+let identityShift: Float32Array;
+const sequences = new Map<number, Sequence>();
+
+async function init(msg: InitMessage): Promise<InitResult> {
+  spec = msg.spec;
+  watch = msg.watchNeurons;
+  logPFreq = msg.logPFreq;
+  const { session: s, provider, warning } = await createSession(msg.modelPath, msg.device, msg.intraOpThreads);
+  session = s;
+  instrumented = s.inputNames.includes(IO.neuronScale);
+  identityScale = new Float32Array(spec.dMlp).fill(1);
+  identityShift = new Float32Array(spec.dMlp);
+  return { provider, warning, inputNames: [...s.inputNames], outputNames: [...s.outputNames] };
+}
+
+function emptyPast(): Map<string, ort.Tensor> {
+  const past = new Map<string, ort.Tensor>();
+  for (let l = 0; l < spec.nLayers; l++) {
+    const shape = [1, spec.nKvHeads, 0, spec.headDim];
+    past.set(IO.pastKey(l), new ort.Tensor('float32', new Float32Array(0), shape));
+    past.set(IO.pastValue(l), new ort.Tensor('float32', new Float32Array(0), shape));
+  }
+  return past;
+}
+
+function int64(values: ArrayLike<number>, dims: number[]): ort.Tensor {
+  return new ort.Tensor('int64', BigInt64Array.from(Array.from(values, (v) => BigInt(v))), dims);
+}
+
+/** Runs the graph on `tokens` appended to a cache of `pastLen` positions. */
+async function forward(
+  tokens: number[],
+  past: Map<string, ort.Tensor>,
+  pastLen: number,
+  keep: number,
+  scale: Float32Array | null,
+  shift: Float32Array | null,
+  fetchResidual: boolean,
+): Promise<ort.InferenceSession.OnnxValueMapType> {
+  const s = session!;
+  const n = tokens.length;
+  const feeds: Record<string, ort.Tensor> = {
+    [IO.inputIds]: int64(tokens, [1, n]),
+    [IO.attentionMask]: int64(new Array(pastLen + n).fill(1), [1, pastLen + n]),
+    [IO.positionIds]: int64(
+      Array.from({ length: n }, (_, i) => pastLen + i),
+      [1, n],
+    ),
+    [IO.logitsToKeep]: int64([keep], [1]),
+  };
+  for (const [name, t] of past) feeds[name] = t;
+  if (instrumented) {
+    feeds[IO.neuronScale] = new ort.Tensor('float32', scale ?? identityScale, [spec.dMlp]);
+    feeds[IO.neuronShift] = new ort.Tensor('float32', shift ?? identityShift, [spec.dMlp]);
+  }
+  // Fetch only what this call needs: every fetched output is copied out of native memory.
+  const fetches = [IO.logits];
+  for (let l = 0; l < spec.nLayers; l++) fetches.push(IO.presentKey(l), IO.presentValue(l));
+  if (instrumented) {
+    fetches.push(IO.mlpAct, IO.finalNormScale);
+    if (fetchResidual) fetches.push(IO.finalResidual);
+  }
+  return s.run(feeds, fetches);
+}
+
+async function step(msg: StepMessage): Promise<StepResult> {
+  const seq = sequences.get(msg.seqId);
+  if (!seq) throw new Error(`unknown sequence ${msg.seqId}`);
+  if (seq.length + msg.tokens.length > spec.maxPositions) {
+    throw new UserError(
+      `context length exceeded: ${seq.length + msg.tokens.length} tokens, the model allows ${spec.maxPositions}`,
+    );
+  }
+  const t0 = performance.now();
+  const out = await forward(msg.tokens, seq.past, seq.length, 1, msg.scale, msg.shift, false);
+  const runS = (performance.now() - t0) / 1000;
+  for (let l = 0; l < spec.nLayers; l++) {
+    seq.past.set(IO.pastKey(l), out[IO.presentKey(l)]!);
+    seq.past.set(IO.pastValue(l), out[IO.presentValue(l)]!);
+  }
+  seq.length += msg.tokens.length;
+
+  const row = out[IO.logits]!.data as Float32Array;
+  const tokenId = sampleToken(row, seq.params, seq.rng);
+  const sig = rowSignals(row, { token: tokenId, topN: seq.params.topLogprobs, logPFreq });
+  const last = msg.tokens.length - 1;
+  let normScale = NaN;
+  const watched: number[] = [];
+  if (instrumented) {
+    normScale = (out[IO.finalNormScale]!.data as Float32Array)[last]!;
+    const act = out[IO.mlpAct]!.data as Float32Array;
+    for (const i of watch) watched.push(act[last * spec.dMlp + i]!);
+  }
+  return {
+    tokenId,
+    logprob: sig.tokenLogprob,
+    entropy: sig.entropy,
+    top1Prob: sig.top1Prob,
+    normScale,
+    watched,
+    unigramKl: sig.unigramKl,
+    topLogprobs: sig.top,
+    runS,
+  };
+}
+
+async function score(msg: ScoreMessage): Promise<ScoreResult> {
+  const n = msg.ids.length;
+  if (n > spec.maxPositions) {
+    throw new UserError(`context length exceeded: ${n} tokens, the model allows ${spec.maxPositions}`);
+  }
+  const out = await forward(msg.ids, emptyPast(), 0, n, msg.scale, msg.shift, msg.residuals);
+  const logits = out[IO.logits]!.data as Float32Array;
+  const V = spec.vocabSize;
+  const res: ScoreResult = {
+    entropy: new Float64Array(n),
+    top1Prob: new Float64Array(n),
+    normScale: new Float64Array(n).fill(NaN),
+    nextLogprob: new Float64Array(n).fill(NaN),
+    unigramKl: logPFreq ? new Float64Array(n) : null,
+    watched: new Float32Array(n * watch.length),
+    mlpAct: null,
+    residual: null,
+  };
+  for (let p = 0; p < n; p++) {
+    const row = logits.subarray(p * V, (p + 1) * V);
+    const next = p + 1 < n ? msg.ids[p + 1]! : -1;
+    const sig = rowSignals(row, { token: next, topN: 0, logPFreq });
+    res.entropy[p] = sig.entropy;
+    res.top1Prob[p] = sig.top1Prob;
+    if (next >= 0) res.nextLogprob[p] = sig.tokenLogprob;
+    if (res.unigramKl) res.unigramKl[p] = sig.unigramKl ?? NaN;
+  }
+  if (instrumented) {
+    const scale = out[IO.finalNormScale]!.data as Float32Array;
+    res.normScale.set(scale);
+    const act = out[IO.mlpAct]!.data as Float32Array;
+    for (let p = 0; p < n; p++) {
+      for (let j = 0; j < watch.length; j++) res.watched[p * watch.length + j] = act[p * spec.dMlp + watch[j]!]!;
+    }
+    if (msg.activations) res.mlpAct = act;
+    if (msg.residuals) res.residual = out[IO.finalResidual]!.data as Float32Array;
+  }
+  return res;
+}
+
+async function handle(env: Envelope): Promise<unknown> {
+  const m = env.body;
+  switch (m.type) {
+    case 'init':
+      return init(m);
+    case 'open':
+      sequences.set(m.seqId, { params: m, rng: new Rng(m.seed), past: emptyPast(), length: 0 });
+      return null;
+    case 'step':
+      return step(m);
+    case 'score':
+      return score(m);
+    case 'close':
+      sequences.delete(m.seqId);
+      return null;
+  }
+}
+
+// Messages are handled one at a time, in arrival order: the session is not re-entrant, and the
+// engine's scheduler relies on FIFO order for fairness between sequences.
+let chain: Promise<void> = Promise.resolve();
+parentPort!.on('message', (env: Envelope) => {
+  chain = chain.then(async () => {
+    let reply: Reply;
+    try {
+      const result = await handle(env);
+      reply = { id: env.id, ok: true, result };
+    } catch (e) {
+      const err = e as Error;
+      reply = { id: env.id, ok: false, error: { message: err.message, userError: isUserError(e), stack: err.stack } };
+    }
+    parentPort!.postMessage(reply);
+  });
+});

@@ -1,0 +1,53 @@
+// Resolves `--model DIR` to a runnable instrumented graph: a Hugging Face checkpoint folder is
+// built into ONNX by our architecture adapters; an existing ONNX export is instrumented by graph
+// surgery. Both end in the same IO contract (src/model/types.ts), cached on disk.
+
+import { existsSync, statSync } from 'node:fs';
+import { basename, resolve } from 'node:path';
+import { ModelLoadError } from '../errors.ts';
+import { lastLayerWeightsFromCheckpoint } from './checkpoint.ts';
+import { prepareCheckpointGraph } from './graph-cache.ts';
+import { isExportDir, lastLayerWeightsFromExport, prepareExportGraph } from './onnx/export-source.ts';
+import type { LastLayerWeights, ModelSpec } from './types.ts';
+
+export type SourceKind = 'checkpoint' | 'onnx-export';
+
+export interface ModelSource {
+  dir: string;
+  kind: SourceKind;
+  /** The instrumented graph. */
+  modelPath: string;
+  spec: ModelSpec;
+  cacheKey: string;
+  /** Reads the unembedding, final norm and last-layer w_out (for the monitor). */
+  lastLayerWeights(): LastLayerWeights;
+}
+
+export function sourceKind(dir: string): SourceKind {
+  return isExportDir(dir) ? 'onnx-export' : 'checkpoint';
+}
+
+export async function openModelSource(dirArg: string, opts: { cacheDir?: string } = {}): Promise<ModelSource> {
+  const dir = resolve(dirArg);
+  if (!existsSync(dir)) throw new ModelLoadError(dir, 'model folder not found');
+  if (!statSync(dir).isDirectory()) throw new ModelLoadError(dir, 'is not a folder (pass the model folder)');
+  if (!existsSync(`${dir}/config.json`)) throw new ModelLoadError(`${dir}/config.json`, 'file not found');
+  const kind = sourceKind(dir);
+  if (kind === 'onnx-export') {
+    const p = await prepareExportGraph(dir, { cacheDir: opts.cacheDir });
+    return { dir, kind, modelPath: p.modelPath, spec: p.spec, cacheKey: p.cacheKey, lastLayerWeights: () => lastLayerWeightsFromExport(dir) };
+  }
+  const p = await prepareCheckpointGraph(dir, { instrument: true, cacheDir: opts.cacheDir });
+  return {
+    dir,
+    kind,
+    modelPath: p.modelPath,
+    spec: p.spec,
+    cacheKey: p.cacheKey,
+    lastLayerWeights: () => lastLayerWeightsFromCheckpoint(dir),
+  };
+}
+
+export function defaultModelId(dir: string): string {
+  return basename(resolve(dir));
+}
