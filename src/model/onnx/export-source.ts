@@ -1,0 +1,249 @@
+// Existing ONNX exports (Optimum / transformers.js folders) as a model source: finds the graph
+// file, instruments it by graph surgery (instrument.ts) into the same IO contract as the graphs
+// we build from checkpoints, and caches the result so the surgery runs once per model.
+
+import { createHash, randomBytes } from 'node:crypto';
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  writeSync,
+} from 'node:fs';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { ModelLoadError } from '../../errors.ts';
+import { readModelSpec } from '../config.ts';
+import type { LastLayerWeights, ModelSpec } from '../types.ts';
+import { externalDataFiles, externalReader, placeExternalDataFiles } from './external-data.ts';
+import { tensorToFloat32 } from './graph-query.ts';
+import {
+  GraphSurgeryError,
+  inlineUseCacheBranch,
+  instrumentModel,
+  locateLastLayer,
+  type ExportAnatomy,
+  type MatmulSite,
+} from './instrument.ts';
+import { decodeModel, encodeModel, type ModelProto } from './proto.ts';
+
+/** Bump when the surgery's output changes, so cached graphs from older code are not reused. */
+export const SURGERY_VERSION = 1;
+
+/** Where Optimum and transformers.js put the decoder graph, in order of preference. */
+const MODEL_FILES = [
+  'onnx/model.onnx',
+  'model.onnx',
+  'onnx/decoder_model_merged.onnx',
+  'decoder_model_merged.onnx',
+];
+
+export interface PreparedExport {
+  /** The instrumented graph, in the cache. */
+  modelPath: string;
+  /** The export's own graph file, untouched. */
+  plainModelPath: string;
+  spec: ModelSpec;
+  cacheKey: string;
+}
+
+export function defaultCacheDir(): string {
+  return process.env.CONFIDENCE_SIDECAR_CACHE ?? join(homedir(), '.cache', 'confidence-sidecar');
+}
+
+function findModelFile(dir: string): string | undefined {
+  return MODEL_FILES.map((f) => join(dir, f)).find((f) => existsSync(f));
+}
+
+/** A folder with config.json and an ONNX decoder graph in one of the usual places. */
+export function isExportDir(dir: string): boolean {
+  return existsSync(join(dir, 'config.json')) && findModelFile(dir) !== undefined;
+}
+
+function requireModelFile(dir: string): string {
+  const file = findModelFile(dir);
+  if (!file) throw new ModelLoadError(dir, `no ONNX graph found (looked for ${MODEL_FILES.join(', ')})`);
+  return file;
+}
+
+function decodeOrFail(file: string, bytes: Uint8Array): ModelProto {
+  try {
+    return decodeModel(bytes);
+  } catch (e) {
+    throw new ModelLoadError(file, `not a valid ONNX model, corrupt or truncated (${(e as Error).message})`);
+  }
+}
+
+/** Runs `fn`, turning "the graph does not look like a decoder we understand" into a ModelLoadError naming the file. */
+function surgeryOrFail<T>(file: string, fn: () => T): T {
+  try {
+    return fn();
+  } catch (e) {
+    if (e instanceof GraphSurgeryError) throw new ModelLoadError(file, e.message);
+    throw e;
+  }
+}
+
+/**
+ * The instrumented graph for an export folder, from the cache when this exact model file and
+ * config were instrumented before (by this surgery version), else made now and cached.
+ */
+export async function prepareExportGraph(
+  dir: string,
+  opts: { cacheDir?: string } = {},
+): Promise<PreparedExport> {
+  const plainModelPath = requireModelFile(dir);
+  const spec = readModelSpec(dir);
+  checkTokenizerFits(dir, spec.vocabSize);
+
+  const bytes = readFileSync(plainModelPath);
+  const configBytes = readFileSync(join(dir, 'config.json'));
+  const cacheKey = createHash('sha256')
+    .update(bytes)
+    .update('\0config\0')
+    .update(configBytes)
+    .update(`\0surgery-v${SURGERY_VERSION}`)
+    .digest('hex');
+  const entryDir = join(opts.cacheDir ?? defaultCacheDir(), 'onnx-exports', cacheKey);
+  const modelPath = join(entryDir, 'model.onnx');
+  if (existsSync(modelPath)) return { modelPath, plainModelPath, spec, cacheKey };
+
+  const model = decodeOrFail(plainModelPath, bytes);
+  surgeryOrFail(plainModelPath, () => {
+    const anatomy = instrumentModel(model, { dMlp: spec.dMlp, normEpsFallback: spec.normEps });
+    checkVocab(plainModelPath, anatomy, spec);
+  });
+  writeCacheEntry(entryDir, model, plainModelPath);
+  return { modelPath, plainModelPath, spec, cacheKey };
+}
+
+function checkVocab(file: string, anatomy: ExportAnatomy, spec: ModelSpec): void {
+  if (anatomy.vocab !== spec.vocabSize) {
+    throw new ModelLoadError(
+      file,
+      `the logits are ${anatomy.vocab} wide but config.json says vocab_size ${spec.vocabSize}`,
+    );
+  }
+}
+
+/** tokenizer.json may not produce ids the model has no logits (and no embedding) for. */
+function checkTokenizerFits(dir: string, vocabSize: number): void {
+  const file = join(dir, 'tokenizer.json');
+  if (!existsSync(file)) return;
+  let tok: { model?: { vocab?: unknown }; added_tokens?: { id?: unknown }[] };
+  try {
+    tok = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (e) {
+    throw new ModelLoadError(file, `not valid JSON (${(e as Error).message})`);
+  }
+  let maxId = -1;
+  const vocab = tok.model?.vocab;
+  if (Array.isArray(vocab))
+    maxId = vocab.length - 1; // Unigram: [[piece, score], ...] indexed by id
+  else if (vocab && typeof vocab === 'object') {
+    for (const id of Object.values(vocab)) if (typeof id === 'number' && id > maxId) maxId = id;
+  }
+  for (const t of tok.added_tokens ?? []) if (typeof t.id === 'number' && t.id > maxId) maxId = t.id;
+  if (maxId + 1 > vocabSize) {
+    throw new ModelLoadError(
+      file,
+      `the tokenizer has ${maxId + 1} tokens but the model's vocabulary has ${vocabSize}`,
+    );
+  }
+}
+
+/**
+ * Writes the graph (and links its external-data files) into a private temporary folder, then
+ * renames it into place: a reader never sees a half-written entry, and of two processes racing
+ * on the same model one rename wins and the other's copy is discarded.
+ */
+function writeCacheEntry(entryDir: string, model: ModelProto, plainModelPath: string): void {
+  const parent = join(entryDir, '..');
+  mkdirSync(parent, { recursive: true });
+  const tmpDir = join(parent, `.tmp-${process.pid}-${randomBytes(6).toString('hex')}`);
+  mkdirSync(tmpDir);
+  try {
+    placeExternalDataFiles(plainModelPath, tmpDir, externalDataFiles(model, plainModelPath));
+    const encoded = encodeModel(model);
+    const fd = openSync(join(tmpDir, 'model.onnx'), 'w');
+    try {
+      // Parts are written one by one: large tensors stay views of the source file's bytes.
+      for (const part of encoded.parts) writeSync(fd, part);
+    } finally {
+      closeSync(fd);
+    }
+    try {
+      renameSync(tmpDir, entryDir);
+    } catch (e) {
+      const lostRace = existsSync(join(entryDir, 'model.onnx'));
+      if (!lostRace) throw e;
+    }
+  } finally {
+    rmSync(tmpDir, { recursive: true, force: true });
+  }
+}
+
+// ------------------------------------------------------------------ weights
+
+/**
+ * The last layer's weights as the monitor needs them, read from the export's initializers:
+ * W_U from the unembedding matmul's weight (or the tied embedding table it transposes), the
+ * final norm's gamma/beta, and w_out as rows of the down projection.
+ */
+export function lastLayerWeightsFromExport(dir: string): LastLayerWeights {
+  const file = requireModelFile(dir);
+  const spec = readModelSpec(dir);
+  const model = decodeOrFail(file, readFileSync(file));
+  const anatomy = surgeryOrFail(file, () => {
+    inlineUseCacheBranch(model.graph);
+    return locateLastLayer(model.graph, { dMlp: spec.dMlp });
+  });
+  checkVocab(file, anatomy, spec);
+  const read = externalReader(file);
+  const { dModel, dMlp, vocab, norm } = anatomy;
+  const vector = (t: typeof norm.gamma, what: string): Float32Array | null => {
+    if (!t) return null;
+    const v = tensorToFloat32(t, read);
+    if (v.length !== dModel)
+      throw new ModelLoadError(file, `the final norm's ${what} has ${v.length} values, expected ${dModel}`);
+    return v;
+  };
+  let unembedBias: Float32Array | null = null;
+  if (anatomy.unembedBias) {
+    unembedBias = tensorToFloat32(anatomy.unembedBias, read);
+    if (unembedBias.length === 1) unembedBias = new Float32Array(vocab).fill(unembedBias[0]!);
+    if (unembedBias.length !== vocab)
+      throw new ModelLoadError(file, `the logits bias has ${unembedBias.length} values, expected ${vocab}`);
+  }
+  return {
+    layer: spec.nLayers - 1,
+    normType: norm.type,
+    normEps: norm.eps ?? spec.normEps,
+    unembed: matrixInOut(anatomy.unembed, read),
+    unembedBias,
+    // A norm without gamma (folded away by an optimizer) scales by one.
+    finalNormWeight: vector(norm.gamma, 'weight') ?? new Float32Array(dModel).fill(1),
+    finalNormBias: norm.type === 'rmsnorm' ? null : (vector(norm.beta, 'bias') ?? new Float32Array(dModel)),
+    wOut: matrixInOut(anatomy.down, read),
+    dModel,
+    dMlp,
+    vocabSize: vocab,
+  };
+}
+
+/** A matmul's weight as the product uses it, [in, out] row-major (Gemm's alpha folded in). */
+function matrixInOut(site: MatmulSite, read: ReturnType<typeof externalReader>): Float32Array {
+  const stored = tensorToFloat32(site.weight, read);
+  const out = site.weightTransposed ? transpose(stored, site.outFeatures, site.inFeatures) : stored;
+  if (site.alpha !== 1) for (let i = 0; i < out.length; i++) out[i] *= site.alpha;
+  return out;
+}
+
+function transpose(m: Float32Array, rows: number, cols: number): Float32Array {
+  const out = new Float32Array(m.length);
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = m[r * cols + c]!;
+  return out;
+}
