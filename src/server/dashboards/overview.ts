@@ -1,0 +1,157 @@
+// The service overview: traffic, errors, token throughput, queue and latency quantiles.
+
+import { METRIC_DEFINITIONS as M } from '../telemetry/metrics.ts';
+import { buildDashboard, quantile, rate, sel, type PanelSpec } from './grafana.ts';
+
+const QUANTILES = [0.5, 0.9, 0.99];
+
+function latencyPanel(title: string, description: string, histogram: string, by: string[] = []): PanelSpec {
+  const suffix = by.map((l) => ` {{${l}}}`).join('');
+  return {
+    title,
+    description,
+    type: 'timeseries',
+    unit: 's',
+    min: 0,
+    queries: QUANTILES.map((q) => ({
+      expr: quantile(q, histogram, { by }),
+      legend: `p${Math.round(q * 100)}${suffix}`,
+    })),
+  };
+}
+
+export function overviewDashboard(): Record<string, unknown> {
+  return buildDashboard({
+    uid: 'confidence-sidecar-overview',
+    title: 'Confidence sidecar / Overview',
+    description: 'Traffic, errors, token throughput, queue and latency of the confidence sidecar.',
+    tags: ['confidence-sidecar', 'llm'],
+    rows: [
+      {
+        title: 'Traffic',
+        panels: [
+          {
+            title: 'Requests by outcome',
+            description: 'Finished and refused requests per second, by outcome.',
+            type: 'timeseries',
+            unit: 'reqps',
+            min: 0,
+            stacked: true,
+            queries: [{ expr: `sum by (outcome) (${rate(M.requests.name)})`, legend: '{{outcome}}' }],
+          },
+          {
+            title: 'Error ratio',
+            description: 'Share of requests that failed or were refused (client aborts are not errors).',
+            type: 'timeseries',
+            unit: 'percentunit',
+            min: 0,
+            max: 1,
+            queries: [
+              {
+                expr: `sum(${rate(M.requests.name, 'outcome!~"success|aborted"')}) / sum(${rate(M.requests.name)})`,
+                legend: 'error ratio',
+              },
+            ],
+          },
+          {
+            title: 'Token throughput',
+            description: 'Prompt tokens admitted and tokens generated per second.',
+            type: 'timeseries',
+            unit: 'short',
+            min: 0,
+            queries: [
+              { expr: `sum(${rate(M.promptTokens.name)})`, legend: 'prompt tokens/s' },
+              { expr: `sum(${rate(M.generatedTokens.name)})`, legend: 'generated tokens/s' },
+            ],
+          },
+        ],
+      },
+      {
+        title: 'Queue',
+        panels: [
+          {
+            title: 'Running and waiting requests',
+            description: 'Generations in progress and requests queued behind them.',
+            type: 'timeseries',
+            unit: 'short',
+            min: 0,
+            queries: [
+              { expr: `sum(${M.running.name}${sel()})`, legend: 'running' },
+              { expr: `sum(${M.waiting.name}${sel()})`, legend: 'waiting' },
+            ],
+          },
+          {
+            title: 'Requests in range',
+            description: 'Requests finished or refused over the dashboard time range.',
+            type: 'stat',
+            unit: 'short',
+            queries: [
+              {
+                expr: `sum(increase(${M.requests.name}${sel()}[$__range]))`,
+                legend: 'requests',
+                instant: true,
+              },
+            ],
+            width: 6,
+          },
+          {
+            title: 'Refused requests',
+            description: 'Requests refused before generation (queue full, invalid, unauthorized) per second.',
+            type: 'timeseries',
+            unit: 'reqps',
+            min: 0,
+            queries: [
+              {
+                expr: `sum by (endpoint, outcome) (${rate(M.requests.name, 'outcome=~"rejected_queue_full|invalid|unauthorized"')})`,
+                legend: '{{endpoint}} {{outcome}}',
+              },
+            ],
+          },
+        ],
+      },
+      {
+        title: 'Latency',
+        panels: [
+          latencyPanel(
+            'Time to first token',
+            'Admission (queue wait included) to first token; quantiles from the histogram buckets.',
+            M.timeToFirstToken.name,
+          ),
+          latencyPanel(
+            'Inter-token latency',
+            'Gap between consecutive tokens of a request.',
+            M.interTokenLatency.name,
+          ),
+          latencyPanel(
+            'Request duration',
+            'Admission to the end of the request, by endpoint.',
+            M.requestDuration.name,
+            ['endpoint'],
+          ),
+        ],
+      },
+      {
+        title: 'Monitor stream',
+        height: 6,
+        panels: [
+          {
+            title: 'WebSocket subscribers',
+            description: 'Open /v1/monitor/stream subscriptions.',
+            type: 'timeseries',
+            unit: 'short',
+            min: 0,
+            queries: [{ expr: `sum(${M.wsSubscribers.name}${sel()})`, legend: 'subscribers' }],
+          },
+          {
+            title: 'Dropped monitor events',
+            description: 'Events dropped per second because a subscriber fell more than its buffer behind.',
+            type: 'timeseries',
+            unit: 'short',
+            min: 0,
+            queries: [{ expr: `sum(${rate(M.wsEventsDropped.name)})`, legend: 'dropped/s' }],
+          },
+        ],
+      },
+    ],
+  });
+}
