@@ -68,7 +68,7 @@ const COMMANDS: Record<string, Command> = {
     summary: 'find entropy and token-frequency neurons (weights + calibration + causal verification)',
     usage:
       'analyze [--model DIR] [--corpus FILE]... [--unigram FILE] [--k K] [--top N] [--out catalogue.json] ' +
-      '[--chunk N] [--max-chunks N] [--random N] [--seed S]',
+      '[--chunk N] [--max-chunks N] [--causal-positions N] [--random N] [--seed S]',
     options: {
       ...COMMON,
       corpus: { type: 'string', multiple: true },
@@ -76,7 +76,8 @@ const COMMANDS: Record<string, Command> = {
       top: { type: 'string', default: '10' },
       out: { type: 'string' },
       chunk: { type: 'string', default: '128' },
-      'max-chunks': { type: 'string', default: '64' },
+      'max-chunks': { type: 'string', default: '32' },
+      'causal-positions': { type: 'string', default: '128' },
       random: { type: 'string', default: '20' },
       seed: { type: 'string', default: '0' },
       json: { type: 'boolean', default: false },

@@ -28,7 +28,7 @@ export async function setupEngine(values: Record<string, unknown>, opts: { model
   });
   const engine = await createEngineFromSource(source, {
     device: deviceFlag(values),
-    watched: { entropy: catalogue.entropyNeurons, frequency: catalogue.frequencyNeurons },
+    watched: { entropy: catalogue.entropy, frequency: catalogue.frequency },
     unigram: values.unigram as string | undefined,
     modelId: opts.modelId,
     onWarning: (m) => process.stderr.write(`warning: ${m}\n`),

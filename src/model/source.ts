@@ -9,6 +9,7 @@ import { lastLayerWeightsFromCheckpoint } from './checkpoint.ts';
 import { prepareCheckpointGraph } from './graph-cache.ts';
 import { isExportDir, lastLayerWeightsFromExport, prepareExportGraph } from './onnx/export-source.ts';
 import type { LastLayerWeights, ModelSpec } from './types.ts';
+import { SafetensorsCheckpoint } from './safetensors.ts';
 
 export type SourceKind = 'checkpoint' | 'onnx-export';
 
@@ -19,6 +20,8 @@ export interface ModelSource {
   modelPath: string;
   spec: ModelSpec;
   cacheKey: string;
+  /** The files holding the weights (for the catalogue's model identity). */
+  weightFiles: string[];
   /** Reads the unembedding, final norm and last-layer w_out (for the monitor). */
   lastLayerWeights(): LastLayerWeights;
 }
@@ -35,7 +38,15 @@ export async function openModelSource(dirArg: string, opts: { cacheDir?: string 
   const kind = sourceKind(dir);
   if (kind === 'onnx-export') {
     const p = await prepareExportGraph(dir, { cacheDir: opts.cacheDir });
-    return { dir, kind, modelPath: p.modelPath, spec: p.spec, cacheKey: p.cacheKey, lastLayerWeights: () => lastLayerWeightsFromExport(dir) };
+    return {
+      dir,
+      kind,
+      modelPath: p.modelPath,
+      spec: p.spec,
+      cacheKey: p.cacheKey,
+      weightFiles: [p.plainModelPath],
+      lastLayerWeights: () => lastLayerWeightsFromExport(dir),
+    };
   }
   const p = await prepareCheckpointGraph(dir, { instrument: true, cacheDir: opts.cacheDir });
   return {
@@ -44,6 +55,7 @@ export async function openModelSource(dirArg: string, opts: { cacheDir?: string 
     modelPath: p.modelPath,
     spec: p.spec,
     cacheKey: p.cacheKey,
+    weightFiles: [...SafetensorsCheckpoint.openDir(dir).files].sort(),
     lastLayerWeights: () => lastLayerWeightsFromCheckpoint(dir),
   };
 }

@@ -249,7 +249,7 @@ export class OnnxEngine implements Engine {
   }
 
   /** Raw teacher-forced pass for the monitor's calibration and causal analysis. */
-  async scoreRaw(ids: number[], opts: { activations: boolean; residuals: boolean }) {
+  async scoreRaw(ids: number[], opts: { activations: boolean; residuals: boolean; signals?: boolean }) {
     this.checkIds(ids);
     return this.worker.score({ ids, scale: null, shift: null, ...opts });
   }

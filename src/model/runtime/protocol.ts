@@ -67,6 +67,12 @@ export interface ScoreMessage {
   shift: Float32Array | null;
   activations: boolean;
   residuals: boolean;
+  /**
+   * false: skip the unembedding for all but the last position and report no per-position
+   * signals (calibration needs activations and residuals only; at GPT-2 size the full-vocabulary
+   * logits would cost more than the rest of the forward pass).
+   */
+  signals?: boolean;
 }
 
 export interface ScoreResult {

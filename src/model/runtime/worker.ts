@@ -92,7 +92,7 @@ async function forward(
     feeds[IO.neuronShift] = new ort.Tensor('float32', shift ?? identityShift, [spec.dMlp]);
   }
   // Fetch only what this call needs: every fetched output is copied out of native memory.
-  const fetches = [IO.logits];
+  const fetches: string[] = [IO.logits];
   for (let l = 0; l < spec.nLayers; l++) fetches.push(IO.presentKey(l), IO.presentValue(l));
   if (instrumented) {
     fetches.push(IO.mlpAct, IO.finalNormScale);
@@ -147,7 +147,8 @@ async function score(msg: ScoreMessage): Promise<ScoreResult> {
   if (n > spec.maxPositions) {
     throw new UserError(`context length exceeded: ${n} tokens, the model allows ${spec.maxPositions}`);
   }
-  const out = await forward(msg.ids, emptyPast(), 0, n, msg.scale, msg.shift, msg.residuals);
+  const withSignals = msg.signals !== false;
+  const out = await forward(msg.ids, emptyPast(), 0, withSignals ? n : 1, msg.scale, msg.shift, msg.residuals);
   const logits = out[IO.logits]!.data as Float32Array;
   const V = spec.vocabSize;
   const res: ScoreResult = {
@@ -160,7 +161,7 @@ async function score(msg: ScoreMessage): Promise<ScoreResult> {
     mlpAct: null,
     residual: null,
   };
-  for (let p = 0; p < n; p++) {
+  for (let p = 0; withSignals && p < n; p++) {
     const row = logits.subarray(p * V, (p + 1) * V);
     const next = p + 1 < n ? msg.ids[p + 1]! : -1;
     const sig = rowSignals(row, { token: next, topN: 0, logPFreq });

@@ -1,0 +1,208 @@
+// The `analyze` pipeline: weight metrics for every last-layer neuron, calibration over a text
+// corpus (mean activations, unigram counts), and causal verification of the candidates against
+// random last-layer neurons (mean ablation, total vs direct effect).
+//
+// Calibration follows the paper's recipe at small scale: the corpus is tokenized with the model's
+// tokenizer and cut into fixed-length chunks (each prefixed with BOS when the model has one);
+// BOS, EOS and newline positions are excluded from every statistic.
+
+import { readFileSync } from 'node:fs';
+import { InvalidInputError } from '../errors.ts';
+import type { OnnxEngine } from '../model/runtime/engine.ts';
+import type { ModelSource } from '../model/source.ts';
+import { buildCatalogue, type Catalogue } from './catalogue.ts';
+import { causalEffects, randomBaseline, type CausalData } from './causal.ts';
+import { countUnigrams, frequencyDirection, frequencyScores, readUnigramFile } from './frequency.ts';
+import { identityOf } from './catalogue-loader.ts';
+import { computeWeightMetrics, defaultK, unembedStats } from './weight-metrics.ts';
+import { processWeights } from './weight-processing.ts';
+
+export interface AnalyzeOptions {
+  corpusFiles: string[];
+  unigramFile?: string;
+  k?: number;
+  top: number;
+  chunkTokens: number;
+  maxChunks: number;
+  /** Positions used for causal verification (spread evenly over the corpus). */
+  causalPositions: number;
+  randomCount: number;
+  seed: number;
+  progress?: (stage: string, done: number, total: number) => void;
+}
+
+export interface AnalyzeResult {
+  catalogue: Catalogue;
+  /** Median norm-mediated fraction over the random baseline (null without a corpus). */
+  baselineMedianFraction: number | null;
+  unigramSource: 'file' | 'corpus' | 'none';
+}
+
+export function median(xs: number[]): number | null {
+  if (xs.length === 0) return null;
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+/** Tokenizes the corpus and cuts it into chunks of at most `chunkTokens` tokens (BOS not counted). */
+export function corpusChunks(
+  engine: OnnxEngine,
+  files: string[],
+  chunkTokens: number,
+  maxChunks: number,
+): number[][] {
+  const chunks: number[][] = [];
+  for (const file of files) {
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (e) {
+      throw new InvalidInputError(
+        `--corpus ${file}: cannot read it (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`,
+        'corpus',
+      );
+    }
+    const ids = engine.encode(text, { addSpecialTokens: false });
+    for (let at = 0; at < ids.length && chunks.length < maxChunks; at += chunkTokens) {
+      const piece = ids.slice(at, at + chunkTokens);
+      if (piece.length >= 2) chunks.push(piece);
+    }
+  }
+  if (chunks.length === 0)
+    throw new InvalidInputError('the corpus has no text to calibrate on (need at least 2 tokens)', 'corpus');
+  return chunks;
+}
+
+export async function analyzeModel(
+  source: ModelSource,
+  engine: OnnxEngine,
+  opts: AnalyzeOptions,
+): Promise<AnalyzeResult> {
+  const spec = source.spec;
+  const progress = opts.progress ?? (() => undefined);
+  progress('weight metrics', 0, 1);
+  const weights = source.lastLayerWeights();
+  const processed = processWeights(weights);
+  const stats = unembedStats(processed.unembed, weights.dModel, weights.vocabSize);
+  const metrics = computeWeightMetrics(weights, { k: opts.k ?? defaultK(weights.dModel), processed, stats });
+  progress('weight metrics', 1, 1);
+
+  const excluded = new Set<number>([
+    ...(spec.bosTokenId !== null ? [spec.bosTokenId] : []),
+    ...spec.eosTokenIds,
+  ]);
+  for (let id = 0; id < spec.vocabSize; id++) {
+    if (engine.tokenizer.tokenText(id).includes('\n')) excluded.add(id);
+  }
+
+  // Calibration pass: one teacher-forced forward per chunk.
+  const chunks = opts.corpusFiles.length
+    ? corpusChunks(engine, opts.corpusFiles, opts.chunkTokens, opts.maxChunks)
+    : [];
+  const dMlp = spec.dMlp;
+  const d = spec.dModel;
+  const actSum = new Float64Array(dMlp);
+  let counted = 0;
+  const allIds: number[] = [];
+  const totalPositions = chunks.reduce((s, c) => s + c.length - 1, 0);
+  const stride = Math.max(1, totalPositions / Math.max(1, opts.causalPositions));
+  const causalAct: number[] = [];
+  const causalRes: number[] = [];
+  const causalNext: number[] = [];
+  let seen = 0;
+  let nextPick = 0;
+  for (let c = 0; c < chunks.length; c++) {
+    const chunk = chunks[c]!;
+    allIds.push(...chunk);
+    const ids = spec.bosTokenId !== null ? [spec.bosTokenId, ...chunk] : chunk;
+    const r = await engine.scoreRaw(ids, { activations: true, residuals: true, signals: false });
+    for (let p = 0; p < ids.length; p++) {
+      if (excluded.has(ids[p]!)) continue;
+      for (let i = 0; i < dMlp; i++) actSum[i] += r.mlpAct![p * dMlp + i]!;
+      counted++;
+      // Causal positions need a next token that is itself a real token.
+      const next = p + 1 < ids.length ? ids[p + 1]! : -1;
+      if (next < 0 || excluded.has(next)) continue;
+      if (seen++ >= nextPick && causalNext.length < opts.causalPositions) {
+        nextPick += stride;
+        causalNext.push(next);
+        for (let i = 0; i < dMlp; i++) causalAct.push(r.mlpAct![p * dMlp + i]!);
+        for (let k = 0; k < d; k++) causalRes.push(r.residual![p * d + k]!);
+      }
+    }
+    progress('calibration', c + 1, chunks.length);
+  }
+  const means = counted ? Float64Array.from(actSum, (s) => s / counted) : null;
+
+  // Unigram counts: --unigram wins; else the model folder's unigram.json (the caller passes it
+  // as unigramFile); else counts of the corpus itself.
+  let counts: Float64Array | null = null;
+  let unigramSource: AnalyzeResult['unigramSource'] = 'none';
+  if (opts.unigramFile) {
+    counts = readUnigramFile(opts.unigramFile, spec.vocabSize).counts;
+    unigramSource = 'file';
+  } else if (allIds.length) {
+    counts = countUnigrams(allIds, spec.vocabSize);
+    unigramSource = 'corpus';
+  }
+  const freq = counts ? frequencyDirection(counts) : null;
+  const freqScores = freq ? frequencyScores(processed, freq.f, stats) : null;
+
+  let catalogue = buildCatalogue({
+    model: identityOf(source),
+    layer: weights.layer,
+    metrics,
+    freqScores,
+    calibrationMeans: means,
+    top: opts.top,
+    corpus: chunks.length
+      ? {
+          description: `${opts.corpusFiles.join(', ')}: ${chunks.length} chunks of <= ${opts.chunkTokens} tokens`,
+          tokens: counted,
+          synthetic: false,
+        }
+      : null,
+  });
+  if (!means || causalNext.length === 0) return { catalogue, baselineMedianFraction: null, unigramSource };
+
+  // Causal verification of the candidates, then a random baseline, on the same positions.
+  const data: CausalData = {
+    weights,
+    residuals: Float64Array.from(causalRes),
+    nextIds: causalNext,
+    mlpAct: Float32Array.from(causalAct),
+    ...(freq ? { fHat: freq.fHat } : {}),
+  };
+  const candidates = [
+    ...new Set([...catalogue.entropy, ...catalogue.frequency].map((a) => Number(a.split('.')[1]))),
+  ];
+  progress('causal verification', 0, 2);
+  const effects = causalEffects(
+    data,
+    candidates.map((index) => ({ index, ablateTo: means[index]! })),
+  );
+  progress('causal verification', 1, 2);
+  const baseline = randomBaseline(data, {
+    count: opts.randomCount,
+    seed: opts.seed,
+    exclude: candidates,
+    ablateTo: (i) => means[i]!,
+  });
+  progress('causal verification', 2, 2);
+  catalogue = buildCatalogue({
+    model: catalogue.model,
+    layer: weights.layer,
+    metrics,
+    freqScores,
+    calibrationMeans: means,
+    top: opts.top,
+    corpus: catalogue.corpus,
+    verification: effects,
+    baseline,
+  });
+  const fractions = baseline.neurons
+    .map((e) => e.normMediatedFraction)
+    .filter((f): f is number => f !== null);
+  return { catalogue, baselineMedianFraction: median(fractions), unigramSource };
+}
