@@ -8,7 +8,7 @@ import { createEngineFromSource, resolveModelDir } from '../model/runtime/index.
 import type { OnnxEngine } from '../model/runtime/engine.ts';
 import { InterventionRegistry, parseInterventionSpec } from '../monitor/interventions.ts';
 import { loadCatalogueFor } from '../monitor/catalogue-loader.ts';
-import type { Catalogue } from '../monitor/catalogue.ts';
+import { calibrationMeanLookup, type Catalogue } from '../monitor/catalogue.ts';
 import { deviceFlag } from './options.ts';
 
 export interface Setup {
@@ -33,11 +33,12 @@ export async function setupEngine(values: Record<string, unknown>, opts: { model
     modelId: opts.modelId,
     onWarning: (m) => process.stderr.write(`warning: ${m}\n`),
   });
-  const byIndex = new Map(catalogue.neurons.map((n) => [n.index, n]));
+  const calibrationMean = calibrationMeanLookup(catalogue);
+  engine.calibrationMean = calibrationMean;
   const registry = new InterventionRegistry({
     lastLayer: source.spec.nLayers - 1,
     dMlp: source.spec.dMlp,
-    calibrationMean: (i) => byIndex.get(i)?.calibrationMean ?? undefined,
+    calibrationMean,
   });
   return { source, engine, catalogue, registry };
 }

@@ -45,6 +45,8 @@ export class OnnxEngine implements Engine {
   readonly tokenizer: Tokenizer;
   readonly watched: WatchedNeurons;
   readonly provider: 'cpu' | 'cuda';
+  /** Calibration mean of last-layer neuron `index` (from the catalogue), for mean_ablate. */
+  calibrationMean?: (index: number) => number | undefined;
   private readonly worker: InferenceWorker;
   /** Watched addresses in the order the worker reports them (entropy first, then frequency). */
   private readonly watchOrder: { address: string; role: 'entropy' | 'frequency' }[];
@@ -60,6 +62,11 @@ export class OnnxEngine implements Engine {
       ...parts.watched.entropy.map((address) => ({ address, role: 'entropy' as const })),
       ...parts.watched.frequency.map((address) => ({ address, role: 'frequency' as const })),
     ];
+  }
+
+  /** The neurons reported on every token (the server's view of the catalogue). */
+  get catalogue(): WatchedNeurons {
+    return this.watched;
   }
 
   encode(text: string, opts: { addSpecialTokens?: boolean } = {}): number[] {
