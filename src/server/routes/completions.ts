@@ -1,0 +1,112 @@
+// POST /v1/completions: OpenAI's legacy text completion. The prompt is text or token ids (one
+// prompt: batches would need n choices), the result text plus `logprobs: N` in the legacy shape.
+
+import type { FastifyInstance } from 'fastify';
+import { ApiError } from '../errors.ts';
+import { CompletionRequest } from '../schemas.ts';
+import type { ServerContext, ServerEngine } from './context.ts';
+import { runGeneration } from './generation.ts';
+import { completionShape } from './openai-format.ts';
+import {
+  checkModel,
+  completionBudget,
+  rejectUnsupported,
+  samplingParams,
+  streamFlags,
+} from './openai-params.ts';
+
+/** OpenAI's default max_tokens for completions. */
+const DEFAULT_MAX_TOKENS = 16;
+
+interface Prompt {
+  ids: number[];
+  /** The prompt as text (text_offset in logprobs counts from its start). */
+  text: string;
+}
+
+function onlyOne<T>(list: T[]): T {
+  if (list.length > 1) {
+    throw new ApiError(
+      'unsupported_parameter',
+      'Only one prompt per request is supported (a list of prompts needs n > 1).',
+      'prompt',
+    );
+  }
+  return list[0]!;
+}
+
+function readPrompt(prompt: CompletionRequest['prompt'], engine: ServerEngine): Prompt {
+  let ids: number[];
+  let text: string | null = null;
+  if (typeof prompt === 'string' || typeof prompt[0] === 'string') {
+    text = typeof prompt === 'string' ? prompt : onlyOne(prompt as string[]);
+    ids = engine.encode(text);
+  } else {
+    ids = typeof prompt[0] === 'number' ? (prompt as number[]) : onlyOne(prompt as number[][]);
+    const { vocabSize } = engine.spec;
+    const bad = ids.find((id) => id >= vocabSize);
+    if (bad !== undefined) {
+      throw new ApiError(
+        'invalid_value',
+        `Token id ${bad} in 'prompt' is outside the vocabulary (0..${vocabSize - 1}).`,
+        'prompt',
+      );
+    }
+  }
+  if (ids.length === 0) {
+    // OpenAI reads an empty prompt as the start of a document, i.e. the BOS token.
+    const bos = engine.spec.bosTokenId;
+    if (bos === null)
+      throw new ApiError(
+        'invalid_value',
+        "'prompt' is empty and this model has no BOS token to start from.",
+        'prompt',
+      );
+    ids = [bos];
+  }
+  return { ids, text: text ?? engine.decode(ids) };
+}
+
+export function registerCompletionRoutes(app: FastifyInstance, ctx: ServerContext): void {
+  app.post<{ Body: CompletionRequest }>(
+    '/v1/completions',
+    { schema: { body: CompletionRequest }, onRequest: ctx.requireApiKey },
+    async (request, reply) => {
+      const body = request.body;
+      const services = ctx.ready();
+      const { engine } = services;
+      checkModel(body.model, engine.modelId);
+      rejectUnsupported(body);
+      const { stream, includeUsage } = streamFlags(body);
+      const prompt = readPrompt(body.prompt, engine);
+      const maxTokens = completionBudget({
+        promptTokens: prompt.ids.length,
+        maxPositions: engine.spec.maxPositions,
+        requested: body.max_tokens ?? null,
+        defaultMax: DEFAULT_MAX_TOKENS,
+        promptParam: 'prompt',
+        maxParam: 'max_tokens',
+      });
+      const logprobs = body.logprobs ?? null;
+      return runGeneration(ctx, services, request, reply, {
+        endpoint: 'completions',
+        requestedModel: body.model,
+        promptIds: prompt.ids,
+        params: samplingParams(body, maxTokens, logprobs ?? 0),
+        stream,
+        includeUsage,
+        interventions: body.interventions ?? [],
+        shape: completionShape({
+          id: `cmpl-${request.id}`,
+          created: Math.floor(Date.now() / 1000),
+          model: engine.modelId,
+          includeUsage,
+          confidence: body.confidence === true,
+          logprobs,
+          promptText: prompt.text,
+          tokenText: (id) => engine.tokenizer.tokenText(id),
+        }),
+      });
+    },
+  );
+}

@@ -1,0 +1,57 @@
+// What every route handler shares: the services that exist once the model is loaded (engine,
+// intervention registry, telemetry, chat formatter), the scheduler and the auth checks.
+// app.ts builds it; routes read it.
+
+import type { onRequestHookHandler } from 'fastify';
+import type { Engine } from '../../model/engine-types.ts';
+import type { Tokenizer } from '../../model/tokenizer.ts';
+import type { InterventionRegistry } from '../../monitor/interventions.ts';
+import type { ChatFormatter } from '../chat-template.ts';
+import type { Scheduler } from '../scheduler.ts';
+import type { Telemetry } from '../telemetry/index.ts';
+
+/** The neurons the sidecar reports on every token, as LAYER.INDEX addresses. */
+export interface NeuronCatalogue {
+  entropy: string[];
+  frequency: string[];
+}
+
+/** The engine as the server uses it: the Engine contract plus its catalogue and tokenizer. */
+export interface ServerEngine extends Engine {
+  readonly catalogue: NeuronCatalogue;
+  /** Token pieces for logprobs, and the chat template with its special tokens. */
+  readonly tokenizer: Pick<
+    Tokenizer,
+    'tokenText' | 'tokenBytes' | 'chatTemplate' | 'bosTokenId' | 'eosTokenId' | 'specialTokens'
+  >;
+  /** Calibration mean activation of last-layer neuron `index`, when known (enables mean_ablate). */
+  calibrationMean?(index: number): number | undefined;
+}
+
+/** The part of Telemetry (src/server/telemetry) the HTTP layer calls. */
+export type ServerTelemetry = Pick<
+  Telemetry,
+  'setQueue' | 'requestRejected' | 'requestStarted' | 'interventionChanged'
+> &
+  Partial<Pick<Telemetry, 'registry' | 'attachWebSocket' | 'close'>>;
+
+/** Everything that exists only once the model is loaded. */
+export interface ReadyServices {
+  engine: ServerEngine;
+  registry: InterventionRegistry;
+  telemetry: ServerTelemetry;
+  chat: ChatFormatter;
+}
+
+export interface ServerContext {
+  /** The loaded services; throws a 503 ApiError while the model loads or the server shuts down. */
+  ready(): ReadyServices;
+  /** Telemetry if it exists yet (for counting refused requests). */
+  telemetry(): ServerTelemetry | null;
+  scheduler: Scheduler;
+  /** Generations in flight by request id: shutdown aborts them, and an id is in use once at a time. */
+  generations: Map<string, AbortController>;
+  /** onRequest hooks answering 401 unless the request carries the right bearer token. */
+  requireApiKey: onRequestHookHandler;
+  requireAdmin: onRequestHookHandler;
+}

@@ -1,0 +1,216 @@
+// One generation request from admission to the last byte, shared by /v1/completions and
+// /v1/chat/completions (they differ only in how they read the prompt and spell the result,
+// see openai-format.ts). In order: the request's own interventions are registered under its id,
+// a scheduler slot is awaited (or 429), the engine generates with the registry consulted before
+// every step (so interventions added or removed meanwhile act from the next token), tokens go
+// to telemetry and, when streaming, to the client; at the end, however it ends, the slot and the
+// request's interventions are released.
+
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import { InvalidInputError } from '../../errors.ts';
+import type { GeneratedToken, GenerationSummary, SamplingParams } from '../../model/engine-types.ts';
+import { ApiError, toApiError } from '../errors.ts';
+import { QueueFullError, type Release } from '../scheduler.ts';
+import type { RequestIntervention } from '../schemas.ts';
+import type { Endpoint } from '../telemetry/index.ts';
+import { auditIntervention } from './audit.ts';
+import type { ReadyServices, ServerContext } from './context.ts';
+import { openAIFinishReason, type ResponseShape, type Usage } from './openai-format.ts';
+import { SseStream } from './sse.ts';
+
+/** Abort reasons: the client hung up, or the server is shutting down and the grace period ran out. */
+export const CLIENT_GONE = Symbol('client gone');
+export const SHUTDOWN = Symbol('shutdown');
+
+/** Seconds a client refused for a full queue is told to wait (Retry-After). */
+const RETRY_AFTER_S = 1;
+
+export interface GenerationPlan {
+  endpoint: Endpoint;
+  /** The model name the client sent (the span's gen_ai.request.model). */
+  requestedModel: string;
+  promptIds: number[];
+  params: SamplingParams;
+  stream: boolean;
+  includeUsage: boolean;
+  interventions: RequestIntervention[];
+  shape: ResponseShape;
+}
+
+export async function runGeneration(
+  ctx: ServerContext,
+  services: ReadyServices,
+  request: FastifyRequest,
+  reply: FastifyReply,
+  plan: GenerationPlan,
+): Promise<unknown> {
+  const requestId = request.id;
+  if (ctx.generations.has(requestId)) {
+    throw new ApiError(
+      'request_id_in_use',
+      `A generation with X-Request-Id "${requestId}" is still running; request ids scope interventions, so each must be unique.`,
+    );
+  }
+  const controller = new AbortController();
+  ctx.generations.set(requestId, controller);
+  // 'close' also fires after a response completes; only one that closes unfinished is a hang-up.
+  const onClose = () => {
+    if (!reply.raw.writableFinished) controller.abort(CLIENT_GONE);
+  };
+  reply.raw.on('close', onClose);
+  let release: Release | null = null;
+  try {
+    registerRequestInterventions(services, request, plan.interventions);
+    try {
+      release = await ctx.scheduler.acquire(controller.signal);
+    } catch (e) {
+      if (!(e instanceof QueueFullError)) return clientGone(reply);
+      throw new ApiError(
+        'rate_limit_exceeded',
+        `The server is at capacity (${e.running} generation(s) running, ${e.waiting} queued). Please retry after a brief wait.`,
+        null,
+        { 'retry-after': String(RETRY_AFTER_S) },
+      );
+    }
+    return await generate(services, request, reply, plan, controller.signal);
+  } finally {
+    release?.();
+    for (const iv of services.registry.clearRequest(requestId)) {
+      auditIntervention(request.log, 'delete', iv, 'request', request.ip);
+    }
+    ctx.generations.delete(requestId);
+    reply.raw.off('close', onClose);
+  }
+}
+
+function registerRequestInterventions(
+  services: ReadyServices,
+  request: FastifyRequest,
+  list: RequestIntervention[],
+): void {
+  list.forEach((spec, i) => {
+    try {
+      const iv = services.registry.add({
+        neuron: spec.neuron,
+        mode: spec.mode,
+        value: spec.value,
+        requestId: request.id,
+      });
+      auditIntervention(request.log, 'create', iv, 'request', request.ip);
+    } catch (e) {
+      if (!(e instanceof InvalidInputError)) throw e;
+      const param = `interventions[${i}]${e.param ? `.${e.param}` : ''}`;
+      throw new ApiError('invalid_value', `Invalid intervention ${param}: ${e.message}`, param);
+    }
+  });
+}
+
+/** A client that hung up gets nothing; 499 (nginx's "client closed request") goes to the log. */
+function clientGone(reply: FastifyReply): FastifyReply {
+  return reply.code(499).send();
+}
+
+async function generate(
+  { engine, registry, telemetry }: ReadyServices,
+  request: FastifyRequest,
+  reply: FastifyReply,
+  plan: GenerationPlan,
+  signal: AbortSignal,
+): Promise<unknown> {
+  const requestId = request.id;
+  const started = performance.now();
+  const rt = telemetry.requestStarted({
+    requestId,
+    model: plan.requestedModel,
+    endpoint: plan.endpoint,
+    params: {
+      max_tokens: plan.params.maxTokens,
+      temperature: plan.params.temperature,
+      top_p: plan.params.topP,
+      top_k: plan.params.topK,
+      stream: plan.stream,
+      seed: plan.params.seed ?? null,
+      stop: plan.params.stop,
+      top_logprobs: plan.params.topLogprobs,
+    },
+    promptTokens: plan.promptIds.length,
+    interventions: registry.activeFor(requestId).map((iv) => iv.id),
+    headers: request.headers,
+  });
+  if (rt.traceId) request.log = reply.log = request.log.child({ trace_id: rt.traceId });
+
+  const tokens: GeneratedToken[] = [];
+  let sse: SseStream | null = null;
+  let summary: GenerationSummary;
+  try {
+    const steps = engine.generate({
+      promptIds: plan.promptIds,
+      params: plan.params,
+      interventions: () => registry.activeFor(requestId),
+      signal,
+    });
+    // The first step runs before any header goes out, so a failure at the start (a prompt the
+    // engine refuses) still gets its own HTTP status instead of an error event in a 200 stream.
+    let step = await steps.next();
+    if (plan.stream && !signal.aborted) {
+      sse = new SseStream(reply);
+      const opening = plan.shape.opening();
+      if (opening) sse.send(opening);
+    }
+    while (!step.done) {
+      rt.token(step.value);
+      tokens.push(step.value);
+      sse?.send(plan.shape.token(step.value));
+      step = await steps.next();
+    }
+    summary = step.value;
+  } catch (err) {
+    rt.end(partialSummary(plan, tokens, started), 'error', err as Error);
+    if (!sse) throw err;
+    const apiError = toApiError(err);
+    request.log.error({ err }, 'generation failed after the stream started');
+    sse.fail(apiError);
+    return reply;
+  }
+
+  if (summary.finishReason === 'abort') {
+    rt.end(summary, 'aborted');
+    if (signal.reason === SHUTDOWN) {
+      const e = new ApiError(
+        'server_shutting_down',
+        'The server is shutting down; the generation was stopped.',
+      );
+      if (!sse) throw e;
+      sse.fail(e);
+      return reply;
+    }
+    return sse ? reply : clientGone(reply);
+  }
+  rt.end(summary, 'success');
+  const reason = openAIFinishReason(summary.finishReason);
+  const usage: Usage = {
+    prompt_tokens: summary.promptTokens,
+    completion_tokens: summary.completionTokens,
+    total_tokens: summary.promptTokens + summary.completionTokens,
+  };
+  if (!sse) return plan.shape.complete(tokens, summary.text, reason, usage);
+  if (summary.trailingText) sse.send(plan.shape.text(summary.trailingText));
+  sse.send(plan.shape.finish(reason));
+  if (plan.includeUsage) sse.send(plan.shape.usage(usage));
+  sse.done();
+  return reply;
+}
+
+/** What telemetry learns of a generation the engine failed in the middle of. */
+function partialSummary(plan: GenerationPlan, tokens: GeneratedToken[], started: number): GenerationSummary {
+  return {
+    promptTokens: plan.promptIds.length,
+    completionTokens: tokens.length,
+    finishReason: 'abort',
+    text: tokens.map((t) => t.text).join(''),
+    durationS: (performance.now() - started) / 1000,
+    tokensPerS: 0,
+    timeToFirstTokenS: null,
+    trailingText: '',
+  };
+}

@@ -1,0 +1,30 @@
+// Probes and metrics. /healthz: the process answers (liveness; 200 even while the model loads, so
+// a slow load is not mistaken for a hang). /readyz: the model is loaded and the server is not
+// shutting down (readiness: send traffic). /metrics: Prometheus text from the telemetry registry.
+// None of them requires a token: probes and scrapers run inside the deployment.
+
+import type { FastifyInstance } from 'fastify';
+import type { ServerContext } from './context.ts';
+
+export function registerHealthRoutes(app: FastifyInstance, ctx: ServerContext): void {
+  app.get('/healthz', async () => ({ status: 'ok' }));
+
+  app.get('/readyz', async (_request, reply) => {
+    try {
+      const { engine } = ctx.ready();
+      return { status: 'ready', model: engine.modelId };
+    } catch (e) {
+      return reply.code(503).send({ status: 'not_ready', reason: (e as Error).message });
+    }
+  });
+
+  app.get('/metrics', async (_request, reply) => {
+    const registry = ctx.telemetry()?.registry;
+    if (!registry)
+      return reply
+        .code(503)
+        .type('text/plain')
+        .send('# metrics are not available until the model is loaded\n');
+    return reply.type(registry.contentType).send(await registry.metrics());
+  });
+}

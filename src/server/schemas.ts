@@ -1,0 +1,202 @@
+// TypeBox schemas of the HTTP API: request bodies (validated by fastify's ajv, configured in
+// app.ts to reject unknown properties and never coerce types) and the fixed-shape responses
+// (serialized through them). The OpenAI parameters this server cannot honour are declared as
+// `Unknown` here so they pass the schema and reach `rejectUnsupported` in routes/openai-params.ts,
+// which answers with a message naming the parameter instead of a generic "unknown property".
+
+import { Type, type Static, type TSchema } from '@sinclair/typebox';
+
+const Nullable = <T extends TSchema>(t: T) => Type.Union([t, Type.Null()]);
+
+// ---------------------------------------------------------------- shared request parts
+
+export const InterventionMode = Type.Union([
+  Type.Literal('clamp'),
+  Type.Literal('scale'),
+  Type.Literal('add'),
+  Type.Literal('mean_ablate'),
+]);
+
+/** Extension: an intervention that lives as long as the request that carries it. */
+export const RequestIntervention = Type.Object(
+  {
+    neuron: Type.String({ minLength: 1, description: 'LAYER.INDEX, e.g. "11.584"' }),
+    mode: InterventionMode,
+    value: Type.Optional(Type.Number()),
+  },
+  { additionalProperties: false },
+);
+export type RequestIntervention = Static<typeof RequestIntervention>;
+
+const StopParam = Nullable(
+  Type.Union([Type.String({ minLength: 1 }), Type.Array(Type.String({ minLength: 1 }), { maxItems: 4 })]),
+);
+
+const StreamOptions = Nullable(
+  Type.Object({ include_usage: Type.Optional(Nullable(Type.Boolean())) }, { additionalProperties: false }),
+);
+
+/** Parameters both endpoints share, OpenAI's and ours. */
+const commonProperties = {
+  model: Type.String({ minLength: 1 }),
+  max_tokens: Type.Optional(Nullable(Type.Integer({ minimum: 1 }))),
+  temperature: Type.Optional(Nullable(Type.Number({ minimum: 0, maximum: 2 }))),
+  top_p: Type.Optional(Nullable(Type.Number({ exclusiveMinimum: 0, maximum: 1 }))),
+  stream: Type.Optional(Nullable(Type.Boolean())),
+  stream_options: Type.Optional(StreamOptions),
+  stop: Type.Optional(StopParam),
+  seed: Type.Optional(Nullable(Type.Integer())),
+  /** OpenAI's end-user id for abuse monitoring: accepted for compatibility, no effect. */
+  user: Type.Optional(Nullable(Type.String())),
+  // Accepted only at their neutral values (see routes/openai-params.ts).
+  n: Type.Optional(Type.Unknown()),
+  frequency_penalty: Type.Optional(Type.Unknown()),
+  presence_penalty: Type.Optional(Type.Unknown()),
+  logit_bias: Type.Optional(Type.Unknown()),
+  // Extensions.
+  /** Sample only among the k most likely tokens (0 = off), as vLLM and llama.cpp accept it. */
+  top_k: Type.Optional(Nullable(Type.Integer({ minimum: 0 }))),
+  interventions: Type.Optional(Nullable(Type.Array(RequestIntervention, { maxItems: 64 }))),
+  confidence: Type.Optional(Nullable(Type.Boolean())),
+};
+
+// ---------------------------------------------------------------- POST /v1/completions
+
+export const CompletionRequest = Type.Object(
+  {
+    ...commonProperties,
+    prompt: Type.Union([
+      Type.String(),
+      Type.Array(Type.String(), { minItems: 1 }),
+      Type.Array(Type.Integer({ minimum: 0 }), { minItems: 1 }),
+      Type.Array(Type.Array(Type.Integer({ minimum: 0 })), { minItems: 1 }),
+    ]),
+    /** Legacy logprobs: how many alternatives per token (0 = only the chosen token's). */
+    logprobs: Type.Optional(Nullable(Type.Integer({ minimum: 0, maximum: 5 }))),
+    best_of: Type.Optional(Type.Unknown()),
+    echo: Type.Optional(Type.Unknown()),
+    suffix: Type.Optional(Type.Unknown()),
+  },
+  { additionalProperties: false },
+);
+export type CompletionRequest = Static<typeof CompletionRequest>;
+
+// ---------------------------------------------------------------- POST /v1/chat/completions
+
+const ContentPart = Type.Object(
+  { type: Type.String(), text: Type.Optional(Type.String()) },
+  { additionalProperties: true },
+);
+
+export const ChatMessageIn = Type.Object(
+  {
+    role: Type.String(),
+    content: Type.Optional(Nullable(Type.Union([Type.String(), Type.Array(ContentPart)]))),
+    name: Type.Optional(Type.String()),
+    /** Sent back by clients that replay a whole assistant message; must be null. */
+    refusal: Type.Optional(Type.Unknown()),
+    tool_calls: Type.Optional(Type.Unknown()),
+    tool_call_id: Type.Optional(Type.Unknown()),
+    function_call: Type.Optional(Type.Unknown()),
+    audio: Type.Optional(Type.Unknown()),
+  },
+  { additionalProperties: false },
+);
+export type ChatMessageIn = Static<typeof ChatMessageIn>;
+
+export const ChatCompletionRequest = Type.Object(
+  {
+    ...commonProperties,
+    messages: Type.Array(ChatMessageIn, { minItems: 1 }),
+    max_completion_tokens: Type.Optional(Nullable(Type.Integer({ minimum: 1 }))),
+    logprobs: Type.Optional(Nullable(Type.Boolean())),
+    top_logprobs: Type.Optional(Nullable(Type.Integer({ minimum: 0, maximum: 20 }))),
+    response_format: Type.Optional(Type.Unknown()),
+    tools: Type.Optional(Type.Unknown()),
+    tool_choice: Type.Optional(Type.Unknown()),
+    functions: Type.Optional(Type.Unknown()),
+    function_call: Type.Optional(Type.Unknown()),
+    parallel_tool_calls: Type.Optional(Type.Unknown()),
+    store: Type.Optional(Type.Unknown()),
+    metadata: Type.Optional(Type.Unknown()),
+    service_tier: Type.Optional(Type.Unknown()),
+    modalities: Type.Optional(Type.Unknown()),
+    audio: Type.Optional(Type.Unknown()),
+    prediction: Type.Optional(Type.Unknown()),
+    reasoning_effort: Type.Optional(Type.Unknown()),
+    web_search_options: Type.Optional(Type.Unknown()),
+    verbosity: Type.Optional(Type.Unknown()),
+    prompt_cache_key: Type.Optional(Type.Unknown()),
+    safety_identifier: Type.Optional(Type.Unknown()),
+  },
+  { additionalProperties: false },
+);
+export type ChatCompletionRequest = Static<typeof ChatCompletionRequest>;
+
+// ---------------------------------------------------------------- interventions API
+
+export const CreateInterventionRequest = Type.Object(
+  {
+    neuron: Type.String({ minLength: 1, description: 'LAYER.INDEX of a last-layer neuron' }),
+    mode: InterventionMode,
+    value: Type.Optional(Nullable(Type.Number())),
+    ttl_s: Type.Optional(Nullable(Type.Number({ exclusiveMinimum: 0 }))),
+    request_id: Type.Optional(Nullable(Type.String({ minLength: 1 }))),
+  },
+  { additionalProperties: false },
+);
+export type CreateInterventionRequest = Static<typeof CreateInterventionRequest>;
+
+export const InterventionView = Type.Object({
+  object: Type.Literal('intervention'),
+  id: Type.String(),
+  neuron: Type.String(),
+  mode: InterventionMode,
+  /** The value applied; for mean_ablate the calibration mean it resolved to. */
+  value: Type.Number(),
+  /** ISO 8601 times, as the monitor stream's intervention events carry them. */
+  created_at: Type.String(),
+  /** null = until removed. */
+  expires_at: Nullable(Type.String()),
+  /** Set when the intervention applies to one request only. */
+  request_id: Nullable(Type.String()),
+});
+export type InterventionView = Static<typeof InterventionView>;
+
+export const InterventionList = Type.Object({
+  object: Type.Literal('list'),
+  data: Type.Array(InterventionView),
+});
+export type InterventionList = Static<typeof InterventionList>;
+
+export const DeletedIntervention = Type.Object({
+  id: Type.String(),
+  object: Type.Literal('intervention.deleted'),
+  deleted: Type.Literal(true),
+  intervention: InterventionView,
+});
+
+export const InterventionIdParams = Type.Object({ id: Type.String() });
+
+// ---------------------------------------------------------------- models, neurons, health
+
+export const ModelView = Type.Object({
+  id: Type.String(),
+  object: Type.Literal('model'),
+  created: Type.Integer(),
+  owned_by: Type.String(),
+});
+
+export const ModelList = Type.Object({ object: Type.Literal('list'), data: Type.Array(ModelView) });
+
+export const ModelIdParams = Type.Object({ model: Type.String() });
+
+export const NeuronCatalogueView = Type.Object({
+  object: Type.Literal('neuron_catalogue'),
+  model: Type.String(),
+  /** The instrumented layer (the last one) and its width. */
+  layer: Type.Integer(),
+  d_mlp: Type.Integer(),
+  entropy: Type.Array(Type.String()),
+  frequency: Type.Array(Type.String()),
+});

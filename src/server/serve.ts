@@ -1,0 +1,123 @@
+// serve(): the sidecar as a process. Listens at once (so /healthz answers while a large model
+// loads; /readyz turns 200 when it is loaded), logs JSON lines to stdout, and on SIGINT/SIGTERM
+// shuts down gracefully: stop taking work, let generations finish for the grace period, close the
+// telemetry and the engine. Resolves when it has shut down; rejects if the model failed to load.
+
+import type { InterventionRegistry } from '../monitor/interventions.ts';
+import { buildServer, type ServerEngine } from './app.ts';
+import { Telemetry } from './telemetry/index.ts';
+
+export interface LoadedModel {
+  engine: ServerEngine;
+  /** Bound to the model's last layer (and its calibration means, for mean_ablate). */
+  registry: InterventionRegistry;
+}
+
+export interface ServeOptions {
+  host: string;
+  port: number;
+  /** Loads the model; runs while the server already listens. */
+  load: () => Promise<LoadedModel>;
+  /** Default: $CONFIDENCE_SIDECAR_ADMIN_TOKEN; unset = the interventions API is open. */
+  adminToken?: string | null;
+  /** Default: $CONFIDENCE_SIDECAR_API_KEY; unset = the inference routes are open. */
+  apiKey?: string | null;
+  maxConcurrency: number;
+  maxQueue: number;
+  /** pino level (default "info"). */
+  logLevel?: string;
+  /** On shutdown, how long generations in flight may finish (default 10 s). */
+  shutdownGraceMs?: number;
+  /** Called once listening, with the base URL (port 0 picks a free port). */
+  onListening?: (url: string) => void;
+  /** Shuts the server down when aborted, like a signal (for embedding and tests). */
+  signal?: AbortSignal;
+  env?: Record<string, string | undefined>;
+}
+
+const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
+
+/** An empty variable counts as unset: `FOO= cmd` must not mean "the token is the empty string". */
+function secret(option: string | null | undefined, env: string | undefined): string | null {
+  if (option !== undefined) return option;
+  return env ? env : null;
+}
+
+/** Resolves with what asked the server to stop; rejects if the model failed to load. */
+function stopRequest(
+  modelReady: Promise<void>,
+  signal?: AbortSignal,
+): { stopped: Promise<string>; dispose: () => void } {
+  const offs: (() => void)[] = [];
+  const stopped = new Promise<string>((resolve, reject) => {
+    for (const name of ['SIGINT', 'SIGTERM'] as const) {
+      const on = () => resolve(name);
+      process.once(name, on);
+      offs.push(() => process.off(name, on));
+    }
+    if (signal) {
+      const on = () => resolve('abort');
+      if (signal.aborted) on();
+      signal.addEventListener('abort', on, { once: true });
+      offs.push(() => signal.removeEventListener('abort', on));
+    }
+    modelReady.catch(reject);
+  });
+  return { stopped, dispose: () => offs.forEach((off) => off()) };
+}
+
+export async function serve(opts: ServeOptions): Promise<void> {
+  const env = opts.env ?? process.env;
+  const adminToken = secret(opts.adminToken, env.CONFIDENCE_SIDECAR_ADMIN_TOKEN);
+  const apiKey = secret(opts.apiKey, env.CONFIDENCE_SIDECAR_API_KEY);
+
+  let loadedModel: LoadedModel | null = null;
+  const loaded = opts.load().then((m) => (loadedModel = m));
+  const app = buildServer({
+    engine: loaded.then((m) => m.engine),
+    // Called once the engine has loaded, so loadedModel is set.
+    registry: () => loadedModel!.registry,
+    telemetry: (e) =>
+      new Telemetry({
+        model: e.modelId,
+        entropyNeurons: e.catalogue.entropy,
+        frequencyNeurons: e.catalogue.frequency,
+        logger: app.log,
+      }),
+    adminToken,
+    apiKey,
+    maxConcurrency: opts.maxConcurrency,
+    maxQueue: opts.maxQueue,
+    logger: { level: opts.logLevel ?? 'info' },
+    ...(opts.shutdownGraceMs !== undefined ? { shutdownGraceMs: opts.shutdownGraceMs } : {}),
+  });
+
+  if (!adminToken && !LOOPBACK.has(opts.host)) {
+    app.log.warn(
+      { host: opts.host },
+      'no admin token (CONFIDENCE_SIDECAR_ADMIN_TOKEN): anyone who can reach this address can change neuron interventions',
+    );
+  }
+
+  const stop = stopRequest(app.modelReady, opts.signal);
+  let failure: unknown = null;
+  try {
+    const url = await app.listen({ host: opts.host, port: opts.port });
+    opts.onListening?.(url);
+    const reason = await stop.stopped;
+    app.log.info({ reason }, 'shutting down');
+  } catch (e) {
+    failure = e;
+    app.log.error({ err: e }, 'the server cannot run');
+  } finally {
+    // From here a second Ctrl-C gets Node's default: exit now.
+    stop.dispose();
+    await app.close();
+    // A model still loading (listen failed early) is closed once it is up, not leaked.
+    await loaded.then(
+      (m) => m.engine.close(),
+      () => undefined,
+    );
+  }
+  if (failure) throw failure;
+}
