@@ -21,7 +21,7 @@ import {
 } from '../../src/server/app.ts';
 import type { RequestContext, RequestTelemetry } from '../../src/server/telemetry/index.ts';
 import { createEngine } from '../../src/model/runtime/index.ts';
-import { FakeEngine, type FakeEngineOptions } from './fake-engine.ts';
+import type { FakeEngineOptions } from './fake-engine.ts';
 import { fixture } from './shared.ts';
 
 /** The engine the server tests run on (options apply to the fake only). */
