@@ -182,15 +182,9 @@ describe('sidecar on the demo model: live interventions through the API', () => 
   it('clamping a planted entropy neuron mid-stream raises entropy; deleting it restores the baseline', async () => {
     const model = (await s.client.models.list()).data[0]!.id;
     const neuron = planted.entropy[0]!;
-    const stream = await s.client.completions.create({
-      model,
-      prompt: 'The weather today is',
-      max_tokens: 900,
-      temperature: 0,
-      stream: true,
-      // @ts-expect-error the sidecar's extension to the request body
-      confidence: true,
-    });
+    // `confidence` is the sidecar's extension to the request body, unknown to the SDK's types.
+    const body = { model, prompt: 'The weather today is', max_tokens: 900, temperature: 0, stream: true, confidence: true };
+    const stream = await s.client.completions.create(body as OpenAI.CompletionCreateParamsStreaming);
     const tokens: { entropy: number; interventions: string[] }[] = [];
     let ivId: string | null = null;
     let deleted = false;
