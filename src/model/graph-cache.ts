@@ -14,7 +14,6 @@ import {
   statSync,
   writeFileSync,
 } from 'node:fs';
-import { homedir } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import { ModelLoadError } from '../errors.ts';
 import {
@@ -24,6 +23,7 @@ import {
   openCheckpoint,
 } from './architectures/index.ts';
 import type { ModelSpec } from './types.ts';
+import { defaultCacheDir } from './cache-dir.ts';
 
 export interface PrepareGraphOptions {
   instrument: boolean;
@@ -37,9 +37,6 @@ export interface PreparedGraph {
   cacheKey: string;
 }
 
-export function defaultCacheDir(): string {
-  return process.env.CONFIDENCE_SIDECAR_CACHE ?? join(homedir(), '.cache', 'confidence-sidecar');
-}
 
 export async function prepareCheckpointGraph(dir: string, opts: PrepareGraphOptions): Promise<PreparedGraph> {
   const modelDir = resolve(dir);

@@ -13,7 +13,6 @@ import {
   rmSync,
   writeSync,
 } from 'node:fs';
-import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { ModelLoadError } from '../../errors.ts';
 import { readModelSpec } from '../config.ts';
@@ -29,6 +28,7 @@ import {
   type MatmulSite,
 } from './instrument.ts';
 import { decodeModel, encodeModel, type ModelProto } from './proto.ts';
+import { defaultCacheDir } from '../cache-dir.ts';
 
 /** Bump when the surgery's output changes, so cached graphs from older code are not reused. */
 export const SURGERY_VERSION = 1;
@@ -50,9 +50,6 @@ export interface PreparedExport {
   cacheKey: string;
 }
 
-export function defaultCacheDir(): string {
-  return process.env.CONFIDENCE_SIDECAR_CACHE ?? join(homedir(), '.cache', 'confidence-sidecar');
-}
 
 function findModelFile(dir: string): string | undefined {
   return MODEL_FILES.map((f) => join(dir, f)).find((f) => existsSync(f));
