@@ -59,7 +59,11 @@ export function computeWeightMetrics(
   if (!Number.isInteger(k) || k < 1 || k > d) throw new Error(`k must be an integer in 1..${d}, got ${k}`);
   const processed = opts.processed ?? processWeights(w);
   const stats = opts.stats ?? unembedStats(processed.unembed, d, V);
-  const nullBasis = smallestEigenvectors(stats.gram, d, k);
+  // LayerNorm models: centring W_U over d_model makes the all-ones direction an exact null direction,
+  // orthogonal to every processed w_out; counted among the k smallest it would only waste a slot
+  // (at d_model 64, k = 1, every rho would be 0). So it is lifted out of the way first.
+  const gram = w.normType === 'layernorm' ? liftAllOnesDirection(stats.gram, d) : stats.gram;
+  const nullBasis = smallestEigenvectors(gram, d, k);
 
   const besselCorrection = V > 1 ? V / (V - 1) : 1;
   const quad = quadraticForms(stats.unitGram, processed.wOut, d);
@@ -89,6 +93,17 @@ export function computeWeightMetrics(
     neurons.push({ index: i, norm, rho, logitVar });
   }
   return { k, neurons };
+}
+
+/**
+ * G + trace(G) * (1/d) 11^T. After centring over d_model, the unit all-ones vector is an eigenvector of G
+ * with eigenvalue 0; this moves its eigenvalue to trace(G) (>= the largest) and leaves every other
+ * eigenvector (all orthogonal to it) unchanged.
+ */
+export function liftAllOnesDirection(gram: Float64Array, d: number): Float64Array {
+  let trace = 0;
+  for (let i = 0; i < d; i++) trace += gram[i * d + i]!;
+  return gram.map((g) => g + trace / d);
 }
 
 /**

@@ -121,7 +121,8 @@ export class OnnxEngine implements Engine {
       topLogprobs: params.topLogprobs,
     });
     const eos = new Set(params.stopAtEos === false ? [] : this.spec.eosTokenIds);
-    const decoder = this.tokenizer.createStreamDecoder();
+    // The prompt gives the decoder its left context (SentencePiece-style leading spaces).
+    const decoder = this.tokenizer.createStreamDecoder(req.promptIds);
     const stops = new StopMatcher(params.stop);
     const repeat = new RepeatTracker();
     for (const id of req.promptIds) repeat.push(id);
