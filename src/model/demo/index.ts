@@ -3,7 +3,7 @@
 // writeDemoModel writes a complete Hugging Face folder; demoModelDir caches one per size.
 
 import { existsSync, mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { homedir } from 'node:os';
+import { defaultCacheDir } from '../cache-dir.ts';
 import { join } from 'node:path';
 import { buildGpt2TokenizerJson, GPT2_EOS_ID, gpt2TokenizerConfig } from '../gpt2-bpe.ts';
 import { writeSafetensors } from '../safetensors.ts';
@@ -93,7 +93,7 @@ export async function writeDemoModel(outDir: string, size: DemoSize): Promise<De
 
 /** Where generated demo models are cached: $CONFIDENCE_SIDECAR_CACHE or ~/.cache/confidence-sidecar. */
 export function demoCacheDir(): string {
-  return process.env.CONFIDENCE_SIDECAR_CACHE ?? join(homedir(), '.cache', 'confidence-sidecar');
+  return defaultCacheDir();
 }
 
 /**
