@@ -16,7 +16,8 @@ import { IO, type ModelSpec } from '../src/model/types.ts';
 import { prepareCheckpointGraph } from '../src/model/graph-cache.ts';
 import { isExportDir, prepareExportGraph } from '../src/model/onnx/export-source.ts';
 import { openModelSource } from '../src/model/source.ts';
-import { createEngineFromSource } from '../src/model/runtime/index.ts';
+import { createEngineFromSource, defaultUnigramFile } from '../src/model/runtime/index.ts';
+import { analyzeModel } from '../src/monitor/analysis.ts';
 import { demoModelDir } from '../src/model/demo/index.ts';
 import { computeWeightMetrics, defaultK } from '../src/monitor/weight-metrics.ts';
 import type { SamplingParams } from '../src/model/engine-types.ts';
@@ -31,6 +32,7 @@ const { values } = parseArgs({
   },
 });
 const TOKENS = Number(values.tokens);
+const CORPUS = new URL('../test/fixtures/corpus/stories.txt', import.meta.url).pathname;
 const PROMPT = Number(values['prompt-tokens']);
 const REPS = Number(values.reps);
 
@@ -146,6 +148,23 @@ async function benchModel(label: string, dir: string): Promise<void> {
   const t0 = performance.now();
   computeWeightMetrics(source.lastLayerWeights(), { k: defaultK(spec.dModel) });
   console.log(`weight metrics (analyze's weight step): ${((performance.now() - t0) / 1000).toFixed(2)} s`);
+
+  // `analyze` end to end with its defaults on the project's own story corpus (target: < 1 min
+  // at GPT-2 small size): weights, calibration, causal verification of candidates and baseline.
+  const t1 = performance.now();
+  const analysisEngine = await createEngineFromSource(source, {});
+  await analyzeModel(source, analysisEngine, {
+    corpusFiles: [CORPUS],
+    unigramFile: defaultUnigramFile(source.dir),
+    top: 10,
+    chunkTokens: 128,
+    maxChunks: 32,
+    causalPositions: 128,
+    randomCount: 20,
+    seed: 0,
+  });
+  await analysisEngine.close();
+  console.log(`analyze (weights + calibration + causal verification): ${((performance.now() - t1) / 1000).toFixed(2)} s`);
 }
 
 const models: [string, string][] = [];

@@ -20,7 +20,7 @@ export async function runAnalyze(values: Record<string, unknown>): Promise<void>
   const randomCount = numberFlag(values, 'random', { min: 0, integer: true })!;
   const seed = numberFlag(values, 'seed', { min: 0, integer: true })!;
   // The catalogue is what we are building: start the engine without one.
-  const { source, engine } = await setupEngine({ ...values, catalogue: undefined });
+  const { source, engine } = await setupEngine(values, { withoutCatalogue: true });
   try {
     if (k !== undefined && k > source.spec.dModel) throw new InvalidInputError(`--k must be <= d_model (${source.spec.dModel})`, 'k');
     const bar = new ProgressBar(process.stderr);
@@ -59,7 +59,7 @@ export async function runCountUnigrams(values: Record<string, unknown>): Promise
   const corpus = (values.corpus as string[] | undefined) ?? [];
   if (corpus.length === 0) throw new InvalidInputError('--corpus FILE is required (one or more)', 'corpus');
   const out = resolve(requiredString(values, 'out'));
-  const { source, engine } = await setupEngine(values);
+  const { source, engine } = await setupEngine(values, { withoutCatalogue: true });
   try {
     const chunks = corpusChunks(engine, corpus.map((f) => resolve(f)), Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER);
     const ids = chunks.flat();

@@ -14,26 +14,32 @@ import { deviceFlag } from './options.ts';
 export interface Setup {
   source: ModelSource;
   engine: OnnxEngine;
-  catalogue: Catalogue;
+  /** Null when the caller builds its own (analyze). */
+  catalogue: Catalogue | null;
   registry: InterventionRegistry;
 }
 
-export async function setupEngine(values: Record<string, unknown>, opts: { modelId?: string } = {}): Promise<Setup> {
+export async function setupEngine(
+  values: Record<string, unknown>,
+  opts: { modelId?: string; withoutCatalogue?: boolean } = {},
+): Promise<Setup> {
   const dir = await resolveModelDir(values.model as string | undefined);
   const source = await openModelSource(dir);
-  const catalogue = await loadCatalogueFor(source, {
-    catalogue: values.catalogue as string | undefined,
-    unigram: values.unigram as string | undefined,
-    onProgress: (m) => process.stderr.write(`${m}\n`),
-  });
+  const catalogue = opts.withoutCatalogue
+    ? null
+    : await loadCatalogueFor(source, {
+        catalogue: values.catalogue as string | undefined,
+        unigram: values.unigram as string | undefined,
+        onProgress: (m) => process.stderr.write(`${m}\n`),
+      });
   const engine = await createEngineFromSource(source, {
     device: deviceFlag(values),
-    watched: { entropy: catalogue.entropy, frequency: catalogue.frequency },
+    watched: { entropy: catalogue?.entropy ?? [], frequency: catalogue?.frequency ?? [] },
     unigram: values.unigram as string | undefined,
     modelId: opts.modelId,
     onWarning: (m) => process.stderr.write(`warning: ${m}\n`),
   });
-  const calibrationMean = calibrationMeanLookup(catalogue);
+  const calibrationMean = catalogue ? calibrationMeanLookup(catalogue) : () => undefined;
   engine.calibrationMean = calibrationMean;
   const registry = new InterventionRegistry({
     lastLayer: source.spec.nLayers - 1,
