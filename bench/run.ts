@@ -16,11 +16,11 @@ import { IO, type ModelSpec } from '../src/model/types.ts';
 import { prepareCheckpointGraph } from '../src/model/graph-cache.ts';
 import { isExportDir, prepareExportGraph } from '../src/model/onnx/export-source.ts';
 import { openModelSource } from '../src/model/source.ts';
-import { createEngineFromSource, defaultUnigramFile } from '../src/model/runtime/index.ts';
+import { createEngineFromSource, defaultUnigramFile } from '../src/runtime/index.ts';
 import { analyzeModel } from '../src/monitor/analysis.ts';
-import { demoModelDir } from '../src/model/demo/index.ts';
+import { demoModelDir } from '../src/demo/index.ts';
 import { computeWeightMetrics, defaultK } from '../src/monitor/weight-metrics.ts';
-import type { SamplingParams } from '../src/model/engine-types.ts';
+import type { SamplingParams } from '../src/runtime/types.ts';
 
 const { values } = parseArgs({
   options: {

@@ -1,4 +1,4 @@
-// Writes the Grafana dashboards generated from src/server/dashboards into dashboards/, formatted
+// Writes the Grafana dashboards generated from src/dashboards into dashboards/, formatted
 // with the project's Prettier config (so `prettier --check .` passes on them too).
 // `--check` writes nothing and exits 1 when a committed file differs in content from the generator.
 //   npx tsx scripts/generate-dashboards.ts [--check]
@@ -8,7 +8,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as prettier from 'prettier';
-import { generateDashboards, renderDashboard } from '../src/server/dashboards/index.ts';
+import { generateDashboards, renderDashboard } from '../src/dashboards/index.ts';
 
 const outDir = fileURLToPath(new URL('../dashboards/', import.meta.url));
 const check = process.argv.includes('--check');

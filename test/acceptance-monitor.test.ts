@@ -4,14 +4,14 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { demoModelDir } from '../src/model/demo/index.ts';
+import { demoModelDir } from '../src/demo/index.ts';
 import { openModelSource, type ModelSource } from '../src/model/source.ts';
-import { createEngineFromSource, defaultUnigramFile } from '../src/model/runtime/index.ts';
-import type { OnnxEngine } from '../src/model/runtime/engine.ts';
+import { createEngineFromSource, defaultUnigramFile } from '../src/runtime/index.ts';
+import type { OnnxEngine } from '../src/runtime/engine.ts';
 import { analyzeModel, type AnalyzeResult } from '../src/monitor/analysis.ts';
 import { formatCatalogueTable } from '../src/monitor/catalogue.ts';
 import { InterventionRegistry } from '../src/monitor/interventions.ts';
-import type { SamplingParams } from '../src/model/engine-types.ts';
+import type { SamplingParams } from '../src/runtime/types.ts';
 import { fixture } from './helpers/shared.ts';
 
 const CORPUS = resolve(import.meta.dirname, 'fixtures/corpus/stories.txt');

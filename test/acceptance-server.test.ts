@@ -8,7 +8,7 @@ import OpenAI from 'openai';
 import WebSocket from 'ws';
 import { serve } from '../src/server/serve.ts';
 import { setupEngine } from '../src/commands/setup.ts';
-import { demoModelDir } from '../src/model/demo/index.ts';
+import { demoModelDir } from '../src/demo/index.ts';
 import { fixture } from './helpers/shared.ts';
 import { promtoolCheckMetrics, startPrometheus } from './helpers/prometheus.ts';
 

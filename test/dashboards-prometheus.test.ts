@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { generateDashboards, panelsOf } from '../src/server/dashboards/index.ts';
+import { generateDashboards, panelsOf } from '../src/dashboards/index.ts';
 import { Telemetry, type Clock, type Endpoint } from '../src/server/telemetry/index.ts';
 import { launchChromium } from './helpers/chromium.ts';
 import { startPrometheus, type PrometheusServer, type PromResponse } from './helpers/prometheus.ts';

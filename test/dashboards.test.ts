@@ -6,7 +6,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { generateDashboards, panelsOf, renderDashboard } from '../src/server/dashboards/index.ts';
+import { generateDashboards, panelsOf, renderDashboard } from '../src/dashboards/index.ts';
 import { METRIC_DEFINITIONS } from '../src/server/telemetry/metrics.ts';
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..');

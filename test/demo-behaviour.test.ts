@@ -11,7 +11,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { writeDemoModel } from '../src/model/demo/index.ts';
+import { writeDemoModel } from '../src/demo/index.ts';
 import { SafetensorsCheckpoint } from '../src/model/safetensors.ts';
 import { Tokenizer } from '../src/model/tokenizer.ts';
 

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { getEncoding } from 'js-tiktoken';
 import { EigenvalueDecomposition, Matrix } from 'ml-matrix';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DEMO_MODEL_VERSION, demoModelDir, writeDemoModel } from '../src/model/demo/index.ts';
+import { DEMO_MODEL_VERSION, demoModelDir, writeDemoModel } from '../src/demo/index.ts';
 import { SafetensorsCheckpoint } from '../src/model/safetensors.ts';
 import { Tokenizer } from '../src/model/tokenizer.ts';
 

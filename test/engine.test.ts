@@ -4,9 +4,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fixture } from './helpers/shared.ts';
-import { createEngine } from '../src/model/runtime/index.ts';
-import type { OnnxEngine } from '../src/model/runtime/engine.ts';
-import type { GeneratedToken, GenerationSummary, SamplingParams } from '../src/model/engine-types.ts';
+import { createEngine } from '../src/runtime/index.ts';
+import type { OnnxEngine } from '../src/runtime/engine.ts';
+import type { GeneratedToken, GenerationSummary, SamplingParams } from '../src/runtime/types.ts';
 
 interface Expected {
   prompt?: string;

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { InvalidInputError } from '../src/errors.ts';
-import type { NeuronIntervention } from '../src/model/engine-types.ts';
+import type { NeuronIntervention } from '../src/runtime/types.ts';
 import {
   compileInterventions,
   InterventionRegistry,

@@ -2,7 +2,7 @@
 // streamed and not, logprobs, stop sequences, usage, X-Request-Id, and the confidence extension.
 // The truth is the engine itself: the same request run directly must give the same tokens.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { GeneratedToken, SamplingParams } from '../src/model/engine-types.ts';
+import type { GeneratedToken, SamplingParams } from '../src/runtime/types.ts';
 import {
   generateDirect,
   postJson,

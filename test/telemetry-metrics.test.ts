@@ -4,7 +4,7 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { GeneratedToken } from '../src/model/engine-types.ts';
+import type { GeneratedToken } from '../src/runtime/types.ts';
 import { Telemetry, type Clock, type RequestContext } from '../src/server/telemetry/index.ts';
 import { promtoolCheckMetrics } from './helpers/prometheus.ts';
 import { seededRandom, syntheticSummary, syntheticToken } from './helpers/telemetry-traffic.ts';

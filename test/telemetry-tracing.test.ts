@@ -11,7 +11,7 @@ import {
   SimpleSpanProcessor,
 } from '@opentelemetry/sdk-trace-base';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { GeneratedToken } from '../src/model/engine-types.ts';
+import type { GeneratedToken } from '../src/runtime/types.ts';
 import { Telemetry, type RequestContext } from '../src/server/telemetry/index.ts';
 import { tracingRequested, tracingStarted } from '../src/server/telemetry/tracing.ts';
 import { seededRandom, syntheticSummary, syntheticToken } from './helpers/telemetry-traffic.ts';

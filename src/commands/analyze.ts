@@ -2,7 +2,7 @@
 
 import { resolve } from 'node:path';
 import { InvalidInputError } from '../errors.ts';
-import { defaultUnigramFile } from '../model/runtime/index.ts';
+import { defaultUnigramFile } from '../runtime/index.ts';
 import { analyzeModel } from '../monitor/analysis.ts';
 import { formatCatalogueTable, writeCatalogue } from '../monitor/catalogue.ts';
 import { corpusChunks } from '../monitor/analysis.ts';

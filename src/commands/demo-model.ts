@@ -1,6 +1,6 @@
 import { resolve } from 'node:path';
 import { InvalidInputError } from '../errors.ts';
-import { writeDemoModel, type DemoSize } from '../model/demo/index.ts';
+import { writeDemoModel, type DemoSize } from '../demo/index.ts';
 import { requiredString } from './options.ts';
 
 const SIZES: DemoSize[] = ['tiny', 'small', 'gpt2-small'];

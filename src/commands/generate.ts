@@ -2,7 +2,7 @@
 
 import { readFileSync } from 'node:fs';
 import { InvalidInputError } from '../errors.ts';
-import type { GeneratedToken, ScoredPosition } from '../model/engine-types.ts';
+import type { GeneratedToken, ScoredPosition } from '../runtime/types.ts';
 import { numberFlag, requiredString } from './options.ts';
 import { registerCliInterventions, setupEngine } from './setup.ts';
 

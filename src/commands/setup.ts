@@ -4,8 +4,8 @@
 
 import { InvalidInputError } from '../errors.ts';
 import { openModelSource, type ModelSource } from '../model/source.ts';
-import { createEngineFromSource, resolveModelDir } from '../model/runtime/index.ts';
-import type { OnnxEngine } from '../model/runtime/engine.ts';
+import { createEngineFromSource, resolveModelDir } from '../runtime/index.ts';
+import type { OnnxEngine } from '../runtime/engine.ts';
 import { InterventionRegistry, parseInterventionSpec } from '../monitor/interventions.ts';
 import { loadCatalogueFor } from '../monitor/catalogue-loader.ts';
 import { calibrationMeanLookup, type Catalogue } from '../monitor/catalogue.ts';

@@ -3,7 +3,7 @@
 // surgery. Both end in the same IO contract (src/model/types.ts), cached on disk.
 
 import { existsSync, statSync } from 'node:fs';
-import { basename, resolve } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import { ModelLoadError } from '../errors.ts';
 import { lastLayerWeightsFromCheckpoint } from './checkpoint.ts';
 import { prepareCheckpointGraph } from './graph-cache.ts';
@@ -62,4 +62,10 @@ export async function openModelSource(dirArg: string, opts: { cacheDir?: string 
 
 export function defaultModelId(dir: string): string {
   return basename(resolve(dir));
+}
+
+/** The unigram file that belongs to a model folder, if any. */
+export function defaultUnigramFile(dir: string): string | undefined {
+  const f = join(dir, 'unigram.json');
+  return existsSync(f) ? f : undefined;
 }

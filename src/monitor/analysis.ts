@@ -8,7 +8,6 @@
 
 import { readFileSync } from 'node:fs';
 import { InvalidInputError } from '../errors.ts';
-import type { OnnxEngine } from '../model/runtime/engine.ts';
 import type { ModelSource } from '../model/source.ts';
 import { buildCatalogue, type Catalogue } from './catalogue.ts';
 import { causalEffects, randomBaseline, type CausalData } from './causal.ts';
@@ -38,6 +37,19 @@ export interface AnalyzeResult {
   unigramSource: 'file' | 'corpus' | 'none';
 }
 
+/**
+ * What `analyze` needs from a running model: tokenization, and one teacher-forced forward pass per
+ * calibration chunk that returns the last layer's activations and the final residuals. The runtime's
+ * engine implements it; the monitor never sees the worker or its protocol.
+ */
+export interface CalibrationEngine {
+  encode(text: string, opts?: { addSpecialTokens?: boolean }): number[];
+  /** The text of one vocabulary entry (to exclude newline tokens from calibration). */
+  tokenText(id: number): string;
+  /** Forward pass over `ids` without the unembedding: [n, d_mlp] activations and [n, d_model] residuals. */
+  activationsAndResiduals(ids: number[]): Promise<{ mlpAct: Float32Array; residual: Float32Array }>;
+}
+
 export function median(xs: number[]): number | null {
   if (xs.length === 0) return null;
   const s = [...xs].sort((a, b) => a - b);
@@ -47,7 +59,7 @@ export function median(xs: number[]): number | null {
 
 /** Tokenizes the corpus and cuts it into chunks of at most `chunkTokens` tokens (BOS not counted). */
 export function corpusChunks(
-  engine: OnnxEngine,
+  engine: CalibrationEngine,
   files: string[],
   chunkTokens: number,
   maxChunks: number,
@@ -76,7 +88,7 @@ export function corpusChunks(
 
 export async function analyzeModel(
   source: ModelSource,
-  engine: OnnxEngine,
+  engine: CalibrationEngine,
   opts: AnalyzeOptions,
 ): Promise<AnalyzeResult> {
   const spec = source.spec;
@@ -93,7 +105,7 @@ export async function analyzeModel(
     ...spec.eosTokenIds,
   ]);
   for (let id = 0; id < spec.vocabSize; id++) {
-    if (engine.tokenizer.tokenText(id).includes('\n')) excluded.add(id);
+    if (engine.tokenText(id).includes('\n')) excluded.add(id);
   }
 
   // Calibration pass: one teacher-forced forward per chunk.
@@ -116,10 +128,10 @@ export async function analyzeModel(
     const chunk = chunks[c]!;
     allIds.push(...chunk);
     const ids = spec.bosTokenId !== null ? [spec.bosTokenId, ...chunk] : chunk;
-    const r = await engine.scoreRaw(ids, { activations: true, residuals: true, signals: false });
+    const r = await engine.activationsAndResiduals(ids);
     for (let p = 0; p < ids.length; p++) {
       if (excluded.has(ids[p]!)) continue;
-      for (let i = 0; i < dMlp; i++) actSum[i] += r.mlpAct![p * dMlp + i]!;
+      for (let i = 0; i < dMlp; i++) actSum[i] += r.mlpAct[p * dMlp + i]!;
       counted++;
       // Causal positions need a next token that is itself a real token.
       const next = p + 1 < ids.length ? ids[p + 1]! : -1;
@@ -127,8 +139,8 @@ export async function analyzeModel(
       if (seen++ >= nextPick && causalNext.length < opts.causalPositions) {
         nextPick += stride;
         causalNext.push(next);
-        for (let i = 0; i < dMlp; i++) causalAct.push(r.mlpAct![p * dMlp + i]!);
-        for (let k = 0; k < d; k++) causalRes.push(r.residual![p * d + k]!);
+        for (let i = 0; i < dMlp; i++) causalAct.push(r.mlpAct[p * dMlp + i]!);
+        for (let k = 0; k < d; k++) causalRes.push(r.residual[p * d + k]!);
       }
     }
     progress('calibration', c + 1, chunks.length);

@@ -6,8 +6,7 @@ import { existsSync, writeFileSync, renameSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { ModelLoadError } from '../errors.ts';
 import type { ModelSource } from '../model/source.ts';
-import { defaultModelId } from '../model/source.ts';
-import { defaultUnigramFile } from '../model/runtime/index.ts';
+import { defaultModelId, defaultUnigramFile } from '../model/source.ts';
 import {
   buildCatalogue,
   identityMismatch,

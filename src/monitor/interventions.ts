@@ -5,24 +5,23 @@
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { InvalidInputError } from '../errors.ts';
-import type { NeuronIntervention } from '../model/engine-types.ts';
+import {
+  formatNeuronAddress,
+  INTERVENTION_MODES,
+  isInterventionMode as isMode,
+  parseNeuronAddress,
+  type InterventionMode,
+  type NeuronIntervention,
+} from './neurons.ts';
 
-export type InterventionMode = NeuronIntervention['mode'];
-const MODES: readonly InterventionMode[] = ['clamp', 'scale', 'add', 'mean_ablate'];
+export type { InterventionMode } from './neurons.ts';
+export { parseNeuronAddress } from './neurons.ts';
 
 export interface InterventionSpec {
   neuron: string;
   mode: InterventionMode;
   /** Required for clamp/scale/add; absent for mean_ablate (resolved from calibration). */
   value?: number;
-}
-
-const ADDRESS = /^(\d+)\.(\d+)$/;
-
-/** Splits a `LAYER.INDEX` address; null when malformed. */
-export function parseNeuronAddress(address: string): { layer: number; index: number } | null {
-  const m = ADDRESS.exec(address);
-  return m ? { layer: Number(m[1]), index: Number(m[2]) } : null;
 }
 
 /**
@@ -52,10 +51,6 @@ export function parseInterventionSpec(text: string): InterventionSpec {
   const value = raw === '' ? NaN : Number(raw);
   if (!Number.isFinite(value)) throw bad(`"${raw}" is not a finite number`);
   return { neuron, mode, value };
-}
-
-function isMode(mode: unknown): mode is InterventionMode {
-  return typeof mode === 'string' && (MODES as readonly string[]).includes(mode);
 }
 
 export interface StoredIntervention {
@@ -128,7 +123,7 @@ export class InterventionRegistry extends EventEmitter<InterventionEvents> {
     }
     if (!isMode(input.mode)) {
       throw new InvalidInputError(
-        `mode must be one of ${MODES.join(', ')}, got ${JSON.stringify(input.mode)}`,
+        `mode must be one of ${INTERVENTION_MODES.join(', ')}, got ${JSON.stringify(input.mode)}`,
         'mode',
       );
     }
@@ -171,7 +166,7 @@ export class InterventionRegistry extends EventEmitter<InterventionEvents> {
     const expires = ttl === null ? null : created + ttl * 1000;
     const stored: StoredIntervention = {
       id: `iv_${randomUUID()}`,
-      neuron: `${address.layer}.${address.index}`,
+      neuron: formatNeuronAddress(address.layer, address.index),
       mode,
       value,
       createdAt: new Date(created).toISOString(),

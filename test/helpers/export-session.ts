@@ -1,6 +1,6 @@
 // Runs ONNX decoder graphs (plain exports and instrumented ones) directly with onnxruntime-node,
 // and the float64 reference maths the export tests compare against. Independent of the runtime
-// package (src/model/runtime) on purpose: these tests check the graphs themselves.
+// package (src/runtime) on purpose: these tests check the graphs themselves.
 
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';

@@ -13,10 +13,10 @@ import type {
   NeuronIntervention,
   ScoredPosition,
   TokenSignals,
-} from '../../src/model/engine-types.ts';
+} from '../../src/runtime/types.ts';
 import type { ModelSpec } from '../../src/model/types.ts';
 import { compileInterventions, parseNeuronAddress } from '../../src/monitor/interventions.ts';
-import { StopMatcher } from '../../src/model/runtime/stop-matcher.ts';
+import { StopMatcher } from '../../src/runtime/stop-matcher.ts';
 import type { ServerEngine } from '../../src/server/app.ts';
 
 const SPECIAL = ['<bos>', '<eos>'];

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import OpenAI from 'openai';
 import type { FastifyInstance } from 'fastify';
-import type { GenerateRequest, GeneratedToken, GenerationSummary } from '../../src/model/engine-types.ts';
+import type { GenerateRequest, GeneratedToken, GenerationSummary } from '../../src/runtime/types.ts';
 import { InterventionRegistry, type StoredIntervention } from '../../src/monitor/interventions.ts';
 import {
   buildServer,
@@ -20,7 +20,7 @@ import {
   type ServerTelemetry,
 } from '../../src/server/app.ts';
 import type { RequestContext, RequestTelemetry } from '../../src/server/telemetry/index.ts';
-import { createEngine } from '../../src/model/runtime/index.ts';
+import { createEngine } from '../../src/runtime/index.ts';
 import type { FakeEngineOptions } from './fake-engine.ts';
 import { fixture } from './shared.ts';
 

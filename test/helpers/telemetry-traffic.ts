@@ -2,7 +2,7 @@
 // GenerationSummary objects whose signals have the ranges real models produce (entropy 0..8 nats,
 // top-1 probability consistent with it, norm scales spread over a decade, signed neuron activations).
 
-import type { GeneratedToken, GenerationSummary } from '../../src/model/engine-types.ts';
+import type { GeneratedToken, GenerationSummary } from '../../src/runtime/types.ts';
 
 /** mulberry32: a tiny seeded PRNG, so every run feeds the same numbers. */
 export function seededRandom(seed: number): () => number {

@@ -3,7 +3,7 @@
 // one token's object; a complete response carries the same fields as per-token arrays (columns,
 // so a client can plot them directly) plus a summary.
 
-import type { TokenSignals } from '../../model/engine-types.ts';
+import type { TokenSignals } from '../../runtime/types.ts';
 
 export interface TokenConfidence {
   entropy: number;

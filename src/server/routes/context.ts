@@ -3,7 +3,7 @@
 // app.ts builds it; routes read it.
 
 import type { onRequestHookHandler } from 'fastify';
-import type { Engine } from '../../model/engine-types.ts';
+import type { Engine } from '../../runtime/types.ts';
 import type { Tokenizer } from '../../model/tokenizer.ts';
 import type { InterventionRegistry } from '../../monitor/interventions.ts';
 import type { ChatFormatter } from '../chat-template.ts';

@@ -8,7 +8,7 @@
 
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { InvalidInputError } from '../../errors.ts';
-import type { GeneratedToken, GenerationSummary, SamplingParams } from '../../model/engine-types.ts';
+import type { GeneratedToken, GenerationSummary, SamplingParams } from '../../runtime/types.ts';
 import { ApiError, toApiError } from '../errors.ts';
 import { QueueFullError, type Release } from '../scheduler.ts';
 import type { RequestIntervention } from '../schemas.ts';

@@ -3,7 +3,7 @@
 // each one spells its result: `text` + legacy logprobs for /v1/completions, `message`/`delta` +
 // logprobs.content for /v1/chat/completions.
 
-import type { FinishReason, GeneratedToken, TopLogprob } from '../../model/engine-types.ts';
+import type { FinishReason, GeneratedToken, TopLogprob } from '../../runtime/types.ts';
 import { choiceConfidence, tokenConfidence } from './confidence.ts';
 
 export interface Usage {

@@ -3,7 +3,7 @@
 // tools must learn it did not get them, not receive one plain completion), and the token budget
 // must fit the model's context.
 
-import type { SamplingParams } from '../../model/engine-types.ts';
+import type { SamplingParams } from '../../runtime/types.ts';
 import { ApiError } from '../errors.ts';
 
 type Body = Record<string, unknown>;

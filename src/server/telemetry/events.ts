@@ -2,7 +2,7 @@
 // snake_case, the same as `generate --json` and the HTTP API, so one client parser serves all three.
 // `ts` is the Unix time in milliseconds at which the sidecar emitted the event.
 
-import type { FinishReason, GeneratedToken, GenerationSummary } from '../../model/engine-types.ts';
+import type { FinishReason, GeneratedToken, GenerationSummary } from '../../runtime/types.ts';
 import type { StoredIntervention } from '../../monitor/interventions.ts';
 
 export interface RequestStartEvent {

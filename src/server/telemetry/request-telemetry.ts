@@ -3,7 +3,7 @@
 // observations, a non-blocking publish, a few running sums for the span summary).
 
 import type { Attributes, Span } from '@opentelemetry/api';
-import type { GeneratedToken, GenerationSummary } from '../../model/engine-types.ts';
+import type { GeneratedToken, GenerationSummary } from '../../runtime/types.ts';
 import { requestEndEvent, tokenEvent } from './events.ts';
 import type { SidecarMetrics } from './metrics.ts';
 import { endSpanWithError, traceIdOf } from './tracing.ts';

@@ -3,10 +3,10 @@
 // writeDemoModel writes a complete Hugging Face folder; demoModelDir caches one per size.
 
 import { existsSync, mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { defaultCacheDir } from '../cache-dir.ts';
+import { defaultCacheDir } from '../model/cache-dir.ts';
 import { join } from 'node:path';
-import { buildGpt2TokenizerJson, GPT2_EOS_ID, gpt2TokenizerConfig } from '../gpt2-bpe.ts';
-import { writeSafetensors } from '../safetensors.ts';
+import { buildGpt2TokenizerJson, GPT2_EOS_ID, gpt2TokenizerConfig } from '../model/gpt2-bpe.ts';
+import { writeSafetensors } from '../model/safetensors.ts';
 import type { PlantedNeurons } from './planting.ts';
 import { gpt2ConfigJson, isDemoSize, type DemoDims, type DemoSize } from './sizes.ts';
 import { unigramJson, UNIGRAM_DESCRIPTION } from './unigram.ts';

@@ -17,8 +17,8 @@
 //    a + and a - sign: raising them moves the output towards (or away from) the unigram distribution.
 //  Both get a c_fc column and a positive bias so they fire on every position, with a value that varies.
 
-import type { LastLayerWeights } from '../types.ts';
-import { processWeights, type ProcessedWeights } from '../../monitor/weight-processing.ts';
+import type { LastLayerWeights } from '../model/types.ts';
+import { processWeights, type ProcessedWeights } from '../monitor/weight-processing.ts';
 import type { Rng } from './rng.ts';
 
 /** The directions of d_model space that the embedding construction plants. */

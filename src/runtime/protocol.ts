@@ -2,7 +2,7 @@
 // session, the KV caches and the logits; only small per-step results cross the thread boundary,
 // so a step costs one structured-clone of a few hundred bytes, not a 50k-wide logits row.
 
-import type { ModelSpec } from '../types.ts';
+import type { ModelSpec } from '../model/types.ts';
 
 export type Device = 'cpu' | 'cuda' | 'auto';
 

@@ -4,7 +4,7 @@
 // so a low merge rank roughly means a frequent token). The counts are labelled synthetic wherever
 // they are written.
 
-import { GPT2_EOS_ID } from '../gpt2-bpe.ts';
+import { GPT2_EOS_ID } from '../model/gpt2-bpe.ts';
 
 const TOTAL_TOKENS = 1e9;
 const ZIPF_EXPONENT = 1;

@@ -1,16 +1,10 @@
-// The contract between the generation engine (src/model/runtime) and its consumers: the CLI,
+// The contract between the generation engine (src/runtime) and its consumers: the CLI,
 // the monitor and the server. Consumers depend on these types only.
 
-import type { ModelSpec } from './types.ts';
+import type { ModelSpec } from '../model/types.ts';
 
-/** One live change to a last-layer neuron; `neuron` is the `LAYER.INDEX` address. */
-export interface NeuronIntervention {
-  id: string;
-  neuron: string;
-  mode: 'clamp' | 'scale' | 'add' | 'mean_ablate';
-  /** clamp: the value; scale: the factor; add: the delta; mean_ablate: resolved to the calibration mean. */
-  value: number;
-}
+export type { NeuronIntervention } from '../monitor/neurons.ts';
+import type { NeuronIntervention } from '../monitor/neurons.ts';
 
 export interface SamplingParams {
   maxTokens: number;

@@ -1,6 +1,6 @@
 // The service overview: traffic, errors, token throughput, queue and latency quantiles.
 
-import { METRIC_DEFINITIONS as M } from '../telemetry/metrics.ts';
+import { METRIC_DEFINITIONS as M } from '../server/telemetry/metrics.ts';
 import { buildDashboard, quantile, rate, sel, type PanelSpec } from './grafana.ts';
 
 const QUANTILES = [0.5, 0.9, 0.99];

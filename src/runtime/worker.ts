@@ -6,10 +6,10 @@
 
 import { parentPort } from 'node:worker_threads';
 import * as ort from 'onnxruntime-node';
-import { IO, type ModelSpec } from '../types.ts';
-import { isUserError, UserError } from '../../errors.ts';
+import { IO, type ModelSpec } from '../model/types.ts';
+import { isUserError, UserError } from '../errors.ts';
 import { Rng, sampleToken } from './sampling.ts';
-import { rowSignals } from '../../monitor/signals.ts';
+import { rowSignals } from '../monitor/signals.ts';
 import { createSession } from './session.ts';
 import type {
   Envelope,

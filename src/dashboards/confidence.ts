@@ -2,7 +2,7 @@
 // mechanism behind it (final norm scale, entropy and token-frequency neuron activations, distance to
 // the unigram distribution) and the interventions acting on those neurons.
 
-import { METRIC_DEFINITIONS as M } from '../telemetry/metrics.ts';
+import { METRIC_DEFINITIONS as M } from '../server/telemetry/metrics.ts';
 import { buildDashboard, mean, quantile, rate, sel, type PanelSpec } from './grafana.ts';
 
 const NEURON = 'neuron=~"$neuron"';

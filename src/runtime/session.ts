@@ -8,7 +8,7 @@ import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import * as ort from 'onnxruntime-node';
-import { ModelLoadError, UserError } from '../../errors.ts';
+import { ModelLoadError, UserError } from '../errors.ts';
 import type { Device } from './protocol.ts';
 
 export const CUDA_INSTALL_HINT =

@@ -4,6 +4,7 @@
 // Concurrency: every generate() call drives its own sequence one step at a time; the worker
 // serves steps in arrival order, so concurrent generations interleave token by token.
 
+import type { CalibrationEngine } from '../monitor/analysis.ts';
 import type {
   Engine,
   GenerateRequest,
@@ -12,21 +13,19 @@ import type {
   NeuronIntervention,
   ScoredPosition,
   FinishReason,
-} from '../engine-types.ts';
-import type { ModelSpec } from '../types.ts';
-import type { Tokenizer } from '../tokenizer.ts';
-import { InvalidInputError } from '../../errors.ts';
-import { compileInterventions } from '../../monitor/interventions.ts';
-import { RepeatTracker } from '../../monitor/repeat.ts';
+} from './types.ts';
+import type { ModelSpec } from '../model/types.ts';
+import type { Tokenizer } from '../model/tokenizer.ts';
+import { InvalidInputError } from '../errors.ts';
+import { compileInterventions } from '../monitor/interventions.ts';
+import { RepeatTracker } from '../monitor/repeat.ts';
 import { StopMatcher } from './stop-matcher.ts';
 import type { InferenceWorker } from './worker-client.ts';
 import type { InitResult } from './protocol.ts';
 
 /** The neurons whose activations every token reports, by role, as `LAYER.INDEX` addresses. */
-export interface WatchedNeurons {
-  entropy: string[];
-  frequency: string[];
-}
+export type { WatchedNeurons } from '../monitor/neurons.ts';
+import type { WatchedNeurons } from '../monitor/neurons.ts';
 
 export interface EngineParts {
   spec: ModelSpec;
@@ -39,7 +38,7 @@ export interface EngineParts {
 
 let nextSeqId = 1;
 
-export class OnnxEngine implements Engine {
+export class OnnxEngine implements Engine, CalibrationEngine {
   readonly spec: ModelSpec;
   readonly modelId: string;
   readonly tokenizer: Tokenizer;
@@ -260,6 +259,16 @@ export class OnnxEngine implements Engine {
   async scoreRaw(ids: number[], opts: { activations: boolean; residuals: boolean; signals?: boolean }) {
     this.checkIds(ids);
     return this.worker.score({ ids, scale: null, shift: null, ...opts });
+  }
+
+  /** The monitor's CalibrationEngine: `analyze` drives the model through these two. */
+  tokenText(id: number): string {
+    return this.tokenizer.tokenText(id);
+  }
+
+  async activationsAndResiduals(ids: number[]): Promise<{ mlpAct: Float32Array; residual: Float32Array }> {
+    const r = await this.scoreRaw(ids, { activations: true, residuals: true, signals: false });
+    return { mlpAct: r.mlpAct!, residual: r.residual! };
   }
 
   async close(): Promise<void> {

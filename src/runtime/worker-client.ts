@@ -3,7 +3,7 @@
 
 import { Worker } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
-import { UserError } from '../../errors.ts';
+import { UserError } from '../errors.ts';
 import type {
   Envelope,
   InitMessage,

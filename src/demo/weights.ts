@@ -9,8 +9,8 @@
 //  - the entropy neurons' output is about as large as the rest of the final residual, so the final
 //    LayerNorm's sigma (and with it the confidence of every prediction) depends on them.
 
-import type { TensorToWrite } from '../safetensors.ts';
-import type { LastLayerWeights } from '../types.ts';
+import type { TensorToWrite } from '../model/safetensors.ts';
+import type { LastLayerWeights } from '../model/types.ts';
 import { buildTiedEmbedding, planUnembedding, plantNeurons, type PlantedNeurons } from './planting.ts';
 import { Rng } from './rng.ts';
 import { DEMO_DIMS, LAYER_NORM_EPS, type DemoDims, type DemoSize } from './sizes.ts';

@@ -2,12 +2,14 @@
 
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { Tokenizer } from '../tokenizer.ts';
-import { openModelSource, defaultModelId, type ModelSource } from '../source.ts';
+import { Tokenizer } from '../model/tokenizer.ts';
+import { openModelSource, defaultModelId, defaultUnigramFile, type ModelSource } from '../model/source.ts';
+export { defaultUnigramFile } from '../model/source.ts';
 import { OnnxEngine, type WatchedNeurons } from './engine.ts';
 import { InferenceWorker } from './worker-client.ts';
 import type { Device } from './protocol.ts';
-import { frequencyDirection, readUnigramFile } from '../../monitor/frequency.ts';
+import { frequencyDirection, readUnigramFile } from '../monitor/frequency.ts';
+import { watchedIndices } from '../monitor/neurons.ts';
 
 export interface EngineOptions {
   /** Model folder; the built-in demo model (tiny) when absent. */
@@ -30,12 +32,6 @@ export async function resolveModelDir(model: string | undefined): Promise<string
   return demoModelDir('tiny');
 }
 
-/** The unigram file that belongs to a model folder, if any. */
-export function defaultUnigramFile(dir: string): string | undefined {
-  const f = join(dir, 'unigram.json');
-  return existsSync(f) ? f : undefined;
-}
-
 export async function createEngineFromSource(source: ModelSource, opts: EngineOptions = {}): Promise<OnnxEngine> {
   const tokenizer = Tokenizer.load(source.dir);
   tokenizer.checkVocab(source.spec.vocabSize, join(source.dir, 'tokenizer.json'));
@@ -45,7 +41,6 @@ export async function createEngineFromSource(source: ModelSource, opts: EngineOp
     : null;
   const watched = opts.watched ?? { entropy: [], frequency: [] };
   const layer = source.spec.nLayers - 1;
-  const indexOf = (a: string) => Number(a.split('.')[1]);
   for (const a of [...watched.entropy, ...watched.frequency]) {
     if (!a.startsWith(`${layer}.`)) throw new Error(`watched neuron ${a} is not in the last layer (${layer})`);
   }
@@ -55,7 +50,7 @@ export async function createEngineFromSource(source: ModelSource, opts: EngineOp
       modelPath: source.modelPath,
       spec: source.spec,
       device: opts.device ?? 'cpu',
-      watchNeurons: [...watched.entropy, ...watched.frequency].map(indexOf),
+      watchNeurons: watchedIndices(watched),
       logPFreq,
       intraOpThreads: opts.intraOpThreads,
     });
