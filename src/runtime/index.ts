@@ -1,6 +1,5 @@
 // createEngine: everything between `--model DIR` and a ready-to-generate Engine.
 
-import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { Tokenizer } from '../model/tokenizer.ts';
 import { openModelSource, defaultModelId, defaultUnigramFile, type ModelSource } from '../model/source.ts';
