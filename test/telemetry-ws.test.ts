@@ -127,6 +127,7 @@ describe('WebSocket monitor stream', () => {
     expect(typeof start.ts).toBe('number');
     expect(token).toEqual({
       type: 'token',
+      source: 'local',
       request_id: 'req-1',
       model: 'gpt2',
       index: 0,

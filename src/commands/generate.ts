@@ -3,46 +3,22 @@
 import { readFileSync } from 'node:fs';
 import { InvalidInputError } from '../errors.ts';
 import type { GeneratedToken, ScoredPosition } from '../runtime/types.ts';
+import { signalsJson, tokenRecordJson, type TokenRecordJson } from '../monitor/token-record.ts';
 import { numberFlag, requiredString } from './options.ts';
 import { registerCliInterventions, setupEngine } from './setup.ts';
 
-const round = (x: number, digits = 6) => (Number.isFinite(x) ? Number(x.toFixed(digits)) : null);
+/** Six decimals for readable lines; non-finite values stay so (JSON writes them as null). */
+const round = (x: number, digits = 6) => (Number.isFinite(x) ? Number(x.toFixed(digits)) : x);
 
-/** The per-token JSON line of `generate --json` (and, with request fields added, of the server's events). */
-export function tokenJson(t: GeneratedToken): Record<string, unknown> {
-  return {
-    index: t.index,
-    token_id: t.tokenId,
-    text: t.text,
-    logprob: round(t.logprob),
-    entropy: round(t.entropy),
-    top1_prob: round(t.top1Prob),
-    norm_scale: round(t.normScale),
-    entropy_neurons: roundAll(t.entropyNeurons),
-    frequency_neurons: roundAll(t.frequencyNeurons),
-    ...(t.unigramKl !== undefined ? { unigram_kl: round(t.unigramKl) } : {}),
-    repeat: t.repeat,
-    interventions: t.interventions,
-  };
-}
-
-function roundAll(r: Record<string, number>): Record<string, number | null> {
-  return Object.fromEntries(Object.entries(r).map(([k, v]) => [k, round(v)]));
-}
+/** The per-token JSON line of `generate --json`: the token record's wire form (src/monitor/token-record.ts). */
+export const tokenJson = (t: GeneratedToken): TokenRecordJson => tokenRecordJson(t, (x) => round(x));
 
 export function scoredJson(p: ScoredPosition): Record<string, unknown> {
   return {
     position: p.position,
     token_id: p.tokenId,
-    entropy: round(p.entropy),
-    norm_scale: round(p.normScale),
-    top1_prob: round(p.top1Prob),
     next_logprob: p.nextLogprob === null ? null : round(p.nextLogprob),
-    entropy_neurons: roundAll(p.entropyNeurons),
-    frequency_neurons: roundAll(p.frequencyNeurons),
-    ...(p.unigramKl !== undefined ? { unigram_kl: round(p.unigramKl) } : {}),
-    repeat: p.repeat,
-    interventions: p.interventions,
+    ...signalsJson(p, (x) => round(x)),
     ...(p.mlpAct ? { mlp_act: p.mlpAct } : {}),
   };
 }

@@ -165,6 +165,7 @@ export class OnnxEngine implements Engine, CalibrationEngine {
         text += tokenText;
         const neurons = this.splitWatched(r.watched);
         const token: GeneratedToken = {
+          source: 'local',
           index: completion - 1,
           tokenId: r.tokenId,
           text: tokenText,

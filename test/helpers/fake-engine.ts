@@ -161,6 +161,7 @@ export class FakeEngine implements ServerEngine {
       const logprob = -0.1 - 0.01 * k;
       const alternatives = [tokenId, ...SCRIPT.filter((id) => id !== tokenId)].slice(0, params.topLogprobs);
       yield {
+        source: 'local',
         index: k,
         tokenId,
         text: tokenText,

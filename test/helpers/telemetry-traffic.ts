@@ -29,6 +29,7 @@ export function syntheticToken(index: number, rand: () => number, o: TrafficOpti
   const top1Prob = Math.min(0.999, Math.exp(-entropy / 2));
   const act = (scale: number) => (rand() - 0.3) * scale;
   return {
+    source: 'local',
     index,
     tokenId: Math.floor(rand() * 50257),
     text: o.textBytes ? 'x'.repeat(o.textBytes) : ` tok${index}`,

@@ -3,26 +3,17 @@
 // one token's object; a complete response carries the same fields as per-token arrays (columns,
 // so a client can plot them directly) plus a summary.
 
-import type { TokenSignals } from '../../runtime/types.ts';
+import {
+  signalsJson,
+  summarize,
+  type ConfidenceSummary,
+  type TokenSignals,
+  type TokenSignalsJson,
+} from '../../monitor/token-record.ts';
 
-export interface TokenConfidence {
-  entropy: number;
-  norm_scale: number;
-  top1_prob: number;
-  entropy_neurons: Record<string, number>;
-  frequency_neurons: Record<string, number>;
-  unigram_kl?: number;
-  repeat: number;
-  interventions: string[];
-}
-
-export interface ConfidenceSummary {
-  tokens: number;
-  mean_entropy: number | null;
-  max_entropy: number | null;
-  mean_top1_prob: number | null;
-  mean_norm_scale: number | null;
-}
+/** One token's `confidence` object in a streamed chunk: the record's signals, in wire form. */
+export type TokenConfidence = TokenSignalsJson;
+export type { ConfidenceSummary } from '../../monitor/token-record.ts';
 
 export interface ChoiceConfidence {
   entropy: number[];
@@ -36,18 +27,7 @@ export interface ChoiceConfidence {
   summary: ConfidenceSummary;
 }
 
-export function tokenConfidence(t: TokenSignals): TokenConfidence {
-  return {
-    entropy: t.entropy,
-    norm_scale: t.normScale,
-    top1_prob: t.top1Prob,
-    entropy_neurons: t.entropyNeurons,
-    frequency_neurons: t.frequencyNeurons,
-    ...(t.unigramKl !== undefined ? { unigram_kl: t.unigramKl } : {}),
-    repeat: t.repeat,
-    interventions: t.interventions,
-  };
-}
+export const tokenConfidence = (t: TokenSignals): TokenConfidence => signalsJson(t);
 
 function columns(
   tokens: TokenSignals[],
@@ -64,28 +44,18 @@ function columns(
   return out;
 }
 
-const mean = (xs: number[]) => (xs.length === 0 ? null : xs.reduce((a, b) => a + b, 0) / xs.length);
-
+/** A complete response's `confidence`: the records as columns (plot-ready) plus the request summary. */
 export function choiceConfidence(tokens: TokenSignals[]): ChoiceConfidence {
-  const entropy = tokens.map((t) => t.entropy);
-  const top1 = tokens.map((t) => t.top1Prob);
-  const norm = tokens.map((t) => t.normScale);
   const hasKl = tokens.length > 0 && tokens.every((t) => t.unigramKl !== undefined);
   return {
-    entropy,
-    norm_scale: norm,
-    top1_prob: top1,
+    entropy: tokens.map((t) => t.entropy),
+    norm_scale: tokens.map((t) => t.normScale),
+    top1_prob: tokens.map((t) => t.top1Prob),
     entropy_neurons: columns(tokens, (t) => t.entropyNeurons),
     frequency_neurons: columns(tokens, (t) => t.frequencyNeurons),
     ...(hasKl ? { unigram_kl: tokens.map((t) => t.unigramKl!) } : {}),
     repeat: tokens.map((t) => t.repeat),
     interventions: tokens.map((t) => t.interventions),
-    summary: {
-      tokens: tokens.length,
-      mean_entropy: mean(entropy),
-      max_entropy: entropy.length === 0 ? null : Math.max(...entropy),
-      mean_top1_prob: mean(top1),
-      mean_norm_scale: mean(norm),
-    },
+    summary: summarize(tokens),
   };
 }

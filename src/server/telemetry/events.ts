@@ -2,7 +2,8 @@
 // snake_case, the same as `generate --json` and the HTTP API, so one client parser serves all three.
 // `ts` is the Unix time in milliseconds at which the sidecar emitted the event.
 
-import type { FinishReason, GeneratedToken, GenerationSummary } from '../../runtime/types.ts';
+import type { FinishReason, GenerationSummary } from '../../runtime/types.ts';
+import { tokenRecordJson, type TokenRecord, type TokenRecordJson } from '../../monitor/token-record.ts';
 import type { StoredIntervention } from '../../monitor/interventions.ts';
 
 export interface RequestStartEvent {
@@ -13,22 +14,11 @@ export interface RequestStartEvent {
   ts: number;
 }
 
-export interface TokenEvent {
+/** A token's record (src/monitor/token-record.ts) with the request it belongs to. */
+export interface TokenEvent extends TokenRecordJson {
   type: 'token';
   request_id: string;
   model: string;
-  index: number;
-  token_id: number;
-  text: string;
-  logprob: number;
-  entropy: number;
-  top1_prob: number;
-  norm_scale: number;
-  entropy_neurons: Record<string, number>;
-  frequency_neurons: Record<string, number>;
-  unigram_kl?: number;
-  repeat: number;
-  interventions: string[];
   ts: number;
 }
 
@@ -69,27 +59,8 @@ export interface DroppedEvent {
 
 export type MonitorEvent = RequestStartEvent | TokenEvent | RequestEndEvent | InterventionEvent;
 
-export function tokenEvent(requestId: string, model: string, t: GeneratedToken, ts: number): TokenEvent {
-  const ev: TokenEvent = {
-    type: 'token',
-    request_id: requestId,
-    model,
-    index: t.index,
-    token_id: t.tokenId,
-    text: t.text,
-    logprob: t.logprob,
-    entropy: t.entropy,
-    top1_prob: t.top1Prob,
-    norm_scale: t.normScale,
-    entropy_neurons: t.entropyNeurons,
-    frequency_neurons: t.frequencyNeurons,
-    repeat: t.repeat,
-    interventions: t.interventions,
-    ts,
-  };
-  // Absent rather than null when the model has no unigram counts, as in generate --json.
-  if (t.unigramKl !== undefined) ev.unigram_kl = t.unigramKl;
-  return ev;
+export function tokenEvent(requestId: string, model: string, t: TokenRecord, ts: number): TokenEvent {
+  return { type: 'token', request_id: requestId, model, ...tokenRecordJson(t), ts };
 }
 
 export function requestEndEvent(

@@ -4,6 +4,7 @@
 
 import type { Attributes, Span } from '@opentelemetry/api';
 import type { GeneratedToken, GenerationSummary } from '../../runtime/types.ts';
+import { SummaryAccumulator } from '../../monitor/token-record.ts';
 import { requestEndEvent, tokenEvent } from './events.ts';
 import type { SidecarMetrics } from './metrics.ts';
 import { endSpanWithError, traceIdOf } from './tracing.ts';
@@ -37,51 +38,35 @@ export interface RequestDeps {
   frequencyNeurons: readonly string[];
 }
 
-/** Running sums for the span's confidence summary. */
+/** The span's confidence attributes, from the request summary of src/monitor/token-record.ts. */
 class ConfidenceSummary {
-  tokens = 0;
-  entropySum = 0;
-  entropyMax = -Infinity;
-  top1Sum = 0;
-  normScaleSum = 0;
-  unigramKlSum = 0;
-  unigramKlTokens = 0;
-  intervenedTokens = 0;
-  readonly interventionIds: Set<string>;
+  private readonly acc = new SummaryAccumulator();
 
   constructor(activeAtStart: readonly string[]) {
-    this.interventionIds = new Set(activeAtStart);
+    for (const id of activeAtStart) this.acc.interventionIds.add(id);
   }
 
   add(t: GeneratedToken): void {
-    this.tokens++;
-    this.entropySum += t.entropy;
-    this.entropyMax = Math.max(this.entropyMax, t.entropy);
-    this.top1Sum += t.top1Prob;
-    this.normScaleSum += t.normScale;
-    if (t.unigramKl !== undefined && Number.isFinite(t.unigramKl)) {
-      this.unigramKlSum += t.unigramKl;
-      this.unigramKlTokens++;
-    }
-    if (t.interventions.length > 0) this.intervenedTokens++;
-    for (const id of t.interventions) this.interventionIds.add(id);
+    this.acc.add(t);
   }
 
   attributes(): Attributes {
+    const s = this.acc.summary();
+    const ids = this.acc.interventionIds;
     const a: Attributes = {
-      'confidence.tokens': this.tokens,
-      'confidence.intervened_tokens': this.intervenedTokens,
+      'confidence.tokens': s.tokens,
+      'confidence.intervened_tokens': s.intervened_tokens,
       // Distinct interventions that acted on this request: active at its start or on any of its tokens.
-      'confidence.interventions.active': this.interventionIds.size,
+      'confidence.interventions.active': ids.size,
     };
-    if (this.interventionIds.size > 0) a['confidence.interventions.ids'] = [...this.interventionIds];
-    if (this.tokens > 0) {
-      a['confidence.entropy.mean'] = this.entropySum / this.tokens;
-      a['confidence.entropy.max'] = this.entropyMax;
-      a['confidence.top1_prob.mean'] = this.top1Sum / this.tokens;
-      a['confidence.norm_scale.mean'] = this.normScaleSum / this.tokens;
+    if (ids.size > 0) a['confidence.interventions.ids'] = [...ids];
+    if (s.tokens > 0) {
+      a['confidence.entropy.mean'] = s.mean_entropy!;
+      a['confidence.entropy.max'] = s.max_entropy!;
+      a['confidence.top1_prob.mean'] = s.mean_top1_prob!;
+      a['confidence.norm_scale.mean'] = s.mean_norm_scale!;
     }
-    if (this.unigramKlTokens > 0) a['confidence.unigram_kl.mean'] = this.unigramKlSum / this.unigramKlTokens;
+    if (s.mean_unigram_kl !== null) a['confidence.unigram_kl.mean'] = s.mean_unigram_kl;
     return a;
   }
 }
