@@ -12,6 +12,8 @@ import type {
   GenerationSummary,
   NeuronIntervention,
   ScoredPosition,
+  ScoringSession,
+  TokenRecord,
   FinishReason,
 } from './types.ts';
 import type { ModelSpec } from '../model/types.ts';
@@ -254,6 +256,60 @@ export class OnnxEngine implements Engine, CalibrationEngine {
       if (r.mlpAct) pos.mlpAct = Array.from(r.mlpAct.subarray(p * this.spec.dMlp, (p + 1) * this.spec.dMlp));
       return pos;
     });
+  }
+
+  /**
+   * Scoring sessions. This first version rescores the whole sequence on every extend (O(n^2) over a
+   * stream); the batched worker replaces it with a KV-cache extension.
+   */
+  async openScoring(
+    promptIds: number[],
+    opts: { interventions?: () => NeuronIntervention[] } = {},
+  ): Promise<ScoringSession> {
+    this.checkIds(promptIds);
+    const ids = [...promptIds];
+    const decoder = this.tokenizer.createStreamDecoder(promptIds);
+    let closed = false;
+    let completion = 0;
+    return {
+      extend: async (tokenIds: number[]) => {
+        if (closed) throw new Error('scoring session is closed');
+        if (tokenIds.length === 0) return [];
+        const from = ids.length;
+        ids.push(...tokenIds);
+        this.checkIds(ids);
+        if (ids.length > this.spec.maxPositions) {
+          throw new InvalidInputError(
+            `the sequence (${ids.length} tokens) exceeds this model's context of ${this.spec.maxPositions}`,
+            'prompt',
+          );
+        }
+        const scored = await this.score(ids, { interventions: opts.interventions?.() ?? [] });
+        // The record of token ids[p] is the distribution at p - 1 that predicted it; repeat is the
+        // suffix match ending at the token itself (as in generate).
+        return tokenIds.map((tokenId, j): TokenRecord => {
+          const at = scored[from + j - 1]!;
+          return {
+            source: 'shadow',
+            index: completion++,
+            tokenId,
+            text: decoder.push(tokenId),
+            logprob: at.nextLogprob!,
+            entropy: at.entropy,
+            top1Prob: at.top1Prob,
+            normScale: at.normScale,
+            entropyNeurons: at.entropyNeurons,
+            frequencyNeurons: at.frequencyNeurons,
+            ...(at.unigramKl !== undefined ? { unigramKl: at.unigramKl } : {}),
+            repeat: scored[from + j]!.repeat,
+            interventions: at.interventions,
+          };
+        });
+      },
+      close: async () => {
+        closed = true;
+      },
+    };
   }
 
   /** Raw teacher-forced pass for the monitor's calibration and causal analysis. */

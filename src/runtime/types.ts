@@ -62,11 +62,25 @@ export interface GenerateRequest {
   signal?: AbortSignal;
 }
 
+/**
+ * Teacher-forced scoring of a sequence that grows (proxy mode scores an upstream's stream as it
+ * arrives). Each `extend` appends tokens and returns one record per appended token, `source:
+ * 'shadow'`, carrying the signals of the distribution that predicted that token (the same record
+ * serve mode gives the token it generated) and its logprob under that distribution.
+ */
+export interface ScoringSession {
+  extend(tokenIds: number[]): Promise<TokenRecord[]>;
+  /** Frees the sequence's cache; further extends fail. */
+  close(): Promise<void>;
+}
+
 export interface Engine {
   readonly spec: ModelSpec;
   readonly modelId: string;
   /** Streams generated tokens; the iterator's return value is the summary. */
   generate(req: GenerateRequest): AsyncGenerator<GeneratedToken, GenerationSummary>;
+  /** Opens a scoring session whose context is `promptIds` (at least one token). */
+  openScoring(promptIds: number[], opts?: { interventions?: () => NeuronIntervention[] }): Promise<ScoringSession>;
   score(ids: number[], opts?: { activations?: boolean; interventions?: NeuronIntervention[] }): Promise<ScoredPosition[]>;
   encode(text: string, opts?: { addSpecialTokens?: boolean }): number[];
   decode(ids: number[]): string;

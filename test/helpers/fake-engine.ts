@@ -12,6 +12,7 @@ import type {
   GenerationSummary,
   NeuronIntervention,
   ScoredPosition,
+  ScoringSession,
   TokenSignals,
 } from '../../src/runtime/types.ts';
 import type { ModelSpec } from '../../src/model/types.ts';
@@ -195,6 +196,10 @@ export class FakeEngine implements ServerEngine {
       timeToFirstTokenS: null,
       trailingText,
     };
+  }
+
+  async openScoring(): Promise<ScoringSession> {
+    throw new Error('FakeEngine has no model to score with');
   }
 
   async score(ids: number[]): Promise<ScoredPosition[]> {
