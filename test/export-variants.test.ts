@@ -521,6 +521,27 @@ describe('external data', () => {
     expect(statSync(prepared.modelPath).size).toBeLessThan(200_000);
   });
 
+  it("re-keys the cache when the side file's weights change and model.onnx does not", async () => {
+    const dir = join(scratch, 'external-rekey');
+    mkdirSync(join(dir, 'onnx'), { recursive: true });
+    const m = withExternalData(loadExport('aidreams260K-onnx'), dir, 'model.onnx_data');
+    writeExport('aidreams260K-onnx', 'external-rekey', m);
+    const a = await prepareExportGraph(dir, { cacheDir });
+    const graphBytes = readFileSync(join(dir, 'onnx', 'model.onnx'));
+    expect(a.weightFiles).toEqual([join(dir, 'onnx', 'model.onnx'), join(dir, 'onnx', 'model.onnx_data')]);
+    const side = join(dir, 'onnx', 'model.onnx_data');
+    const data = readFileSync(side);
+    data[data.length - 1] ^= 0x01; // one bit of one weight
+    writeFileSync(side, data);
+    const b = await prepareExportGraph(dir, { cacheDir });
+    expect(readFileSync(join(dir, 'onnx', 'model.onnx')).equals(graphBytes)).toBe(true);
+    expect(b.cacheKey).not.toBe(a.cacheKey);
+    expect(b.identity.weightsHash).not.toBe(a.identity.weightsHash);
+    expect(b.identity.configHash).toBe(a.identity.configHash);
+    // The new entry carries the changed side file, not the old one.
+    expect(readFileSync(join(b.modelPath, '..', 'model.onnx_data')).equals(data)).toBe(true);
+  });
+
   it('names the missing side file', async () => {
     const dir = join(scratch, 'external-missing');
     mkdirSync(join(dir, 'onnx'), { recursive: true });

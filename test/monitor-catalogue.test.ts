@@ -7,10 +7,8 @@ import { causalEffects, meanActivations, randomBaseline } from '../src/monitor/c
 import {
   buildCatalogue,
   calibrationMeanLookup,
-  fileSha256,
   formatCatalogueTable,
   identityMismatch,
-  modelIdentity,
   readCatalogue,
   selectRoles,
   writeCatalogue,
@@ -18,6 +16,7 @@ import {
 } from '../src/monitor/catalogue.ts';
 import { computeWeightMetrics } from '../src/monitor/weight-metrics.ts';
 import { aidreamsWeights } from './helpers/monitor-fixtures.ts';
+import { fileSha256, modelIdentity } from '../src/model/identity.ts';
 import { fixture } from './helpers/shared.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'monitor-catalogue-'));
@@ -146,12 +145,12 @@ describe('catalogue', () => {
     for (const row of rows.slice(0, 3)) expect(row.length).toBe(header.length);
   });
 
-  it('identity: sha256 of config and weights; a catalogue for other weights is rejected', () => {
+  it('identity: sha256 of config and weights; a catalogue for other weights is rejected', async () => {
     const path = join(dir, 'abc.txt');
     writeFileSync(path, 'abc');
-    expect(fileSha256(path)).toBe('ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad');
+    expect(await fileSha256(path)).toBe('ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad');
     const folder = fixture('aidreams260K');
-    const id = modelIdentity('aidreams260K', join(folder, 'config.json'), [
+    const id = await modelIdentity('aidreams260K', join(folder, 'config.json'), [
       join(folder, 'model.safetensors'),
     ]);
     expect(id.configHash).toMatch(/^[0-9a-f]{64}$/);

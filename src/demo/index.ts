@@ -2,8 +2,9 @@
 // generated deterministically on first use, so the sidecar can be tried (and tested) with no download.
 // writeDemoModel writes a complete Hugging Face folder; demoModelDir caches one per size.
 
-import { existsSync, mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { defaultCacheDir } from '../model/cache-dir.ts';
+import { writeCacheDir } from '../model/cache-entry.ts';
 import { join } from 'node:path';
 import { buildGpt2TokenizerJson, GPT2_EOS_ID, gpt2TokenizerConfig } from '../model/gpt2-bpe.ts';
 import { writeSafetensors } from '../model/safetensors.ts';
@@ -106,18 +107,9 @@ export async function demoModelDir(size: DemoSize = 'tiny'): Promise<string> {
   const cache = demoCacheDir();
   const dir = join(cache, `demo-${size}-v${DEMO_MODEL_VERSION}`);
   if (existsSync(dir)) return dir;
-  mkdirSync(cache, { recursive: true });
-  const tmp = join(cache, `.demo-${size}-v${DEMO_MODEL_VERSION}.tmp-${process.pid}-${Date.now()}`);
-  try {
+  // Another process generating at once ends with an identical folder: either rename wins.
+  await writeCacheDir(dir, 'config.json', async (tmp) => {
     await writeDemoModel(tmp, size);
-    try {
-      renameSync(tmp, dir);
-    } catch (e) {
-      // Another process finished first: its folder is identical, keep it.
-      if (!existsSync(dir)) throw e;
-    }
-  } finally {
-    rmSync(tmp, { recursive: true, force: true });
-  }
+  });
   return dir;
 }

@@ -1,19 +1,9 @@
-// Builds a checkpoint's ONNX graph once and reuses it: the cache key hashes everything the
-// graph depends on (config.json, the weight files' bytes, the builder version, the instrument
-// flag), and builds land in a temp dir that is renamed into place, so concurrent processes and
-// crashed builds never leave a half-written graph under a valid key.
+// Builds a checkpoint's ONNX graph once and reuses it: the cache key is the model's content identity
+// (src/model/identity.ts: config.json and the weight files' bytes) plus the builder version and the
+// instrument flag; builds are written as cache entries (src/model/cache-entry.ts), so concurrent
+// processes and crashed builds never leave a half-written graph under a valid key.
 
-import { createHash, type Hash } from 'node:crypto';
-import {
-  createReadStream,
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  renameSync,
-  rmSync,
-  statSync,
-  writeFileSync,
-} from 'node:fs';
+import { existsSync, statSync, writeFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { ModelLoadError } from '../errors.ts';
 import {
@@ -24,6 +14,8 @@ import {
 } from './architectures/index.ts';
 import type { ModelSpec } from './types.ts';
 import { defaultCacheDir } from './cache-dir.ts';
+import { writeCacheDir } from './cache-entry.ts';
+import { contentKey, modelIdentity, type ModelIdentity } from './identity.ts';
 
 export interface PrepareGraphOptions {
   instrument: boolean;
@@ -35,6 +27,9 @@ export interface PreparedGraph {
   modelPath: string;
   spec: ModelSpec;
   cacheKey: string;
+  identity: ModelIdentity;
+  /** The files holding the weights, sorted. */
+  weightFiles: string[];
 }
 
 
@@ -46,60 +41,17 @@ export async function prepareCheckpointGraph(dir: string, opts: PrepareGraphOpti
   // Validates config.json, the safetensors headers and every tensor's name and shape before
   // spending time on hashing.
   const { config, checkpoint } = openCheckpoint(modelDir);
-  const cacheKey = await graphCacheKey(modelDir, checkpoint.files, opts.instrument);
-  const cacheDir = resolve(opts.cacheDir ?? defaultCacheDir());
-  const finalDir = join(cacheDir, cacheKey);
+  const weightFiles = [...checkpoint.files].sort();
+  const identity = await modelIdentity(basename(modelDir), join(modelDir, 'config.json'), weightFiles);
+  const cacheKey = contentKey(identity, `confidence-sidecar graph builder v${GRAPH_BUILDER_VERSION}\ninstrument=${opts.instrument}`);
+  const finalDir = join(resolve(opts.cacheDir ?? defaultCacheDir()), cacheKey);
   const modelPath = join(finalDir, MODEL_FILE);
-  if (existsSync(modelPath)) return { modelPath, spec: config.spec, cacheKey };
-
-  mkdirSync(cacheDir, { recursive: true });
-  const tempDir = mkdtempSync(join(cacheDir, `.build-${cacheKey.slice(0, 12)}-`));
-  try {
+  const prepared = { modelPath, spec: config.spec, cacheKey, identity, weightFiles };
+  if (existsSync(modelPath)) return prepared;
+  await writeCacheDir(finalDir, MODEL_FILE, (tempDir) => {
     buildCheckpointGraph(modelDir, tempDir, { instrument: opts.instrument });
-    writeFileSync(
-      join(tempDir, 'build-info.json'),
-      JSON.stringify(
-        {
-          source: modelDir,
-          builderVersion: GRAPH_BUILDER_VERSION,
-          instrument: opts.instrument,
-          spec: config.spec,
-        },
-        null,
-        2,
-      ),
-    );
-    try {
-      renameSync(tempDir, finalDir);
-    } catch (e) {
-      // Another process finished the same build first; its result is just as good.
-      if (!existsSync(modelPath)) throw e;
-    }
-  } finally {
-    rmSync(tempDir, { recursive: true, force: true });
-  }
-  return { modelPath, spec: config.spec, cacheKey };
-}
-
-/** sha256 over the builder version, the instrument flag, config.json and the weights' bytes. */
-async function graphCacheKey(dir: string, weightFiles: string[], instrument: boolean): Promise<string> {
-  const hash = createHash('sha256');
-  hash.update(`confidence-sidecar graph builder v${GRAPH_BUILDER_VERSION}\ninstrument=${instrument}\n`);
-  const index = join(dir, 'model.safetensors.index.json');
-  const files = [join(dir, 'config.json'), ...(existsSync(index) ? [index] : []), ...[...weightFiles].sort()];
-  for (const file of files) {
-    // Name and size first, so the concatenation of files is unambiguous.
-    hash.update(`${basename(file)}\n${statSync(file).size}\n`);
-    await hashFile(hash, file);
-  }
-  return hash.digest('hex');
-}
-
-async function hashFile(hash: Hash, file: string): Promise<void> {
-  try {
-    for await (const chunk of createReadStream(file, { highWaterMark: 4 << 20 }))
-      hash.update(chunk as Buffer);
-  } catch (e) {
-    throw new ModelLoadError(file, `cannot be read (${(e as Error).message})`);
-  }
+    const info = { source: modelDir, builderVersion: GRAPH_BUILDER_VERSION, instrument: opts.instrument, spec: config.spec };
+    writeFileSync(join(tempDir, 'build-info.json'), JSON.stringify(info, null, 2));
+  });
+  return prepared;
 }

@@ -9,7 +9,7 @@ import { lastLayerWeightsFromCheckpoint } from './checkpoint.ts';
 import { prepareCheckpointGraph } from './graph-cache.ts';
 import { isExportDir, lastLayerWeightsFromExport, prepareExportGraph } from './onnx/export-source.ts';
 import type { LastLayerWeights, ModelSpec } from './types.ts';
-import { SafetensorsCheckpoint } from './safetensors.ts';
+import type { ModelIdentity } from './identity.ts';
 
 export type SourceKind = 'checkpoint' | 'onnx-export';
 
@@ -20,7 +20,9 @@ export interface ModelSource {
   modelPath: string;
   spec: ModelSpec;
   cacheKey: string;
-  /** The files holding the weights (for the catalogue's model identity). */
+  /** Content identity (config.json + weight bytes): keys the graph cache and the catalogue. */
+  identity: ModelIdentity;
+  /** The files holding the weights (an export's graph and its external data; checkpoint shards). */
   weightFiles: string[];
   /** Reads the unembedding, final norm and last-layer w_out (for the monitor). */
   lastLayerWeights(): LastLayerWeights;
@@ -44,7 +46,8 @@ export async function openModelSource(dirArg: string, opts: { cacheDir?: string 
       modelPath: p.modelPath,
       spec: p.spec,
       cacheKey: p.cacheKey,
-      weightFiles: [p.plainModelPath],
+      identity: p.identity,
+      weightFiles: p.weightFiles,
       lastLayerWeights: () => lastLayerWeightsFromExport(dir),
     };
   }
@@ -55,7 +58,8 @@ export async function openModelSource(dirArg: string, opts: { cacheDir?: string 
     modelPath: p.modelPath,
     spec: p.spec,
     cacheKey: p.cacheKey,
-    weightFiles: [...SafetensorsCheckpoint.openDir(dir).files].sort(),
+    identity: p.identity,
+    weightFiles: p.weightFiles,
     lastLayerWeights: () => lastLayerWeightsFromCheckpoint(dir),
   };
 }

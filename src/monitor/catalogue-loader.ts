@@ -2,15 +2,15 @@
 // weight-only catalogue computed at load and cached beside the built graph (the graph's cache
 // folder is keyed by the weights' content hash, so the cached catalogue can never go stale).
 
-import { existsSync, writeFileSync, renameSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { writeFileAtomic } from '../model/cache-entry.ts';
 import { ModelLoadError } from '../errors.ts';
 import type { ModelSource } from '../model/source.ts';
-import { defaultModelId, defaultUnigramFile } from '../model/source.ts';
+import { defaultUnigramFile } from '../model/source.ts';
 import {
   buildCatalogue,
   identityMismatch,
-  modelIdentity,
   readCatalogue,
   type Catalogue,
 } from './catalogue.ts';
@@ -51,15 +51,14 @@ export async function loadCatalogueFor(source: ModelSource, opts: CatalogueOptio
   opts.onProgress?.('computing the weight-only neuron catalogue (cached for the next start)...');
   const c = weightCatalogue(source, { unigram, top: opts.top });
   if (!opts.unigram) {
-    const tmp = `${cached}.tmp-${process.pid}`;
-    writeFileSync(tmp, JSON.stringify(c) + '\n');
-    renameSync(tmp, cached);
+    writeFileAtomic(cached, JSON.stringify(c) + '\n');
   }
   return c;
 }
 
+/** The model identity a catalogue records: the source's own (src/model/identity.ts). */
 export function identityOf(source: ModelSource) {
-  return modelIdentity(defaultModelId(source.dir), join(source.dir, 'config.json'), source.weightFiles);
+  return source.identity;
 }
 
 /** Weight metrics for every last-layer neuron and the candidates they imply (no corpus). */

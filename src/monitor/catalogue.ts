@@ -4,8 +4,7 @@
 // (frequency.ts), optional calibration mean and causal verification (causal.ts), and the chosen
 // entropy and frequency candidates.
 
-import { closeSync, existsSync, openSync, readFileSync, readSync, writeFileSync } from 'node:fs';
-import { createHash } from 'node:crypto';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { ModelLoadError } from '../errors.ts';
 import type { CausalEffect, RandomBaseline } from './causal.ts';
 import type { WeightMetrics } from './weight-metrics.ts';
@@ -14,14 +13,8 @@ export const CATALOGUE_VERSION = 1;
 
 export type NeuronRole = 'entropy' | 'frequency';
 
-export interface ModelIdentity {
-  /** Model id as the user named it (folder or hub id). */
-  id: string;
-  /** sha256 of config.json's bytes. */
-  configHash: string;
-  /** sha256 over the weight files (see weightsHash). */
-  weightsHash: string;
-}
+export type { ModelIdentity } from '../model/identity.ts';
+import type { ModelIdentity } from '../model/identity.ts';
 
 export interface CorpusSummary {
   description: string;
@@ -149,34 +142,6 @@ export function buildCatalogue(input: BuildCatalogueInput): Catalogue {
     };
   }
   return catalogue;
-}
-
-/** sha256 (hex) of a file, read in 8 MiB chunks (weights can be gigabytes). */
-export function fileSha256(path: string): string {
-  const hash = createHash('sha256');
-  const fd = openSync(path, 'r');
-  try {
-    const buf = Buffer.allocUnsafe(8 << 20);
-    for (;;) {
-      const n = readSync(fd, buf, 0, buf.length, null);
-      if (n === 0) break;
-      hash.update(buf.subarray(0, n));
-    }
-  } finally {
-    closeSync(fd);
-  }
-  return hash.digest('hex');
-}
-
-/** sha256 over the weight files' own hashes, in the order given (shards: sort them first). */
-export function weightsHash(files: readonly string[]): string {
-  const hash = createHash('sha256');
-  for (const f of files) hash.update(fileSha256(f) + '\n');
-  return hash.digest('hex');
-}
-
-export function modelIdentity(id: string, configPath: string, weightFiles: readonly string[]): ModelIdentity {
-  return { id, configHash: fileSha256(configPath), weightsHash: weightsHash(weightFiles) };
 }
 
 /** Why the catalogue does not belong to this model, or null when it does. */

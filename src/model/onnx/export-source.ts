@@ -2,18 +2,8 @@
 // file, instruments it by graph surgery (instrument.ts) into the same IO contract as the graphs
 // we build from checkpoints, and caches the result so the surgery runs once per model.
 
-import { createHash, randomBytes } from 'node:crypto';
-import {
-  closeSync,
-  existsSync,
-  mkdirSync,
-  openSync,
-  readFileSync,
-  renameSync,
-  rmSync,
-  writeSync,
-} from 'node:fs';
-import { join } from 'node:path';
+import { closeSync, existsSync, openSync, readFileSync, writeSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import { ModelLoadError } from '../../errors.ts';
 import { readModelSpec } from '../config.ts';
 import type { LastLayerWeights, ModelSpec } from '../types.ts';
@@ -29,6 +19,8 @@ import {
 } from './instrument.ts';
 import { decodeModel, encodeModel, type ModelProto } from './proto.ts';
 import { defaultCacheDir } from '../cache-dir.ts';
+import { writeCacheDir } from '../cache-entry.ts';
+import { contentKey, modelIdentity, type ModelIdentity } from '../identity.ts';
 
 /** Bump when the surgery's output changes, so cached graphs from older code are not reused. */
 export const SURGERY_VERSION = 1;
@@ -48,6 +40,9 @@ export interface PreparedExport {
   plainModelPath: string;
   spec: ModelSpec;
   cacheKey: string;
+  identity: ModelIdentity;
+  /** The graph file and every external-data file it references, sorted after the graph. */
+  weightFiles: string[];
 }
 
 
@@ -97,24 +92,34 @@ export async function prepareExportGraph(
   checkTokenizerFits(dir, spec.vocabSize);
 
   const bytes = readFileSync(plainModelPath);
-  const configBytes = readFileSync(join(dir, 'config.json'));
-  const cacheKey = createHash('sha256')
-    .update(bytes)
-    .update('\0config\0')
-    .update(configBytes)
-    .update(`\0surgery-v${SURGERY_VERSION}`)
-    .digest('hex');
+  // Decoding keeps large tensors as views of `bytes`: cheap, and it names the external-data files,
+  // whose bytes are part of the model's identity as much as the graph's.
+  const model = decodeOrFail(plainModelPath, bytes);
+  const external = externalDataFiles(model, plainModelPath);
+  const weightFiles = [plainModelPath, ...external.map((f) => join(dirname(plainModelPath), f)).sort()];
+  const identity = await modelIdentity(basename(dir), join(dir, 'config.json'), weightFiles);
+  const cacheKey = contentKey(identity, `confidence-sidecar export surgery v${SURGERY_VERSION}`);
   const entryDir = join(opts.cacheDir ?? defaultCacheDir(), 'onnx-exports', cacheKey);
   const modelPath = join(entryDir, 'model.onnx');
-  if (existsSync(modelPath)) return { modelPath, plainModelPath, spec, cacheKey };
+  const prepared = { modelPath, plainModelPath, spec, cacheKey, identity, weightFiles };
+  if (existsSync(modelPath)) return prepared;
 
-  const model = decodeOrFail(plainModelPath, bytes);
   surgeryOrFail(plainModelPath, () => {
     const anatomy = instrumentModel(model, { dMlp: spec.dMlp, normEpsFallback: spec.normEps });
     checkVocab(plainModelPath, anatomy, spec);
   });
-  writeCacheEntry(entryDir, model, plainModelPath);
-  return { modelPath, plainModelPath, spec, cacheKey };
+  await writeCacheDir(entryDir, 'model.onnx', (tmpDir) => {
+    placeExternalDataFiles(plainModelPath, tmpDir, external);
+    const encoded = encodeModel(model);
+    const fd = openSync(join(tmpDir, 'model.onnx'), 'w');
+    try {
+      // Parts are written one by one: large tensors stay views of the source file's bytes.
+      for (const part of encoded.parts) writeSync(fd, part);
+    } finally {
+      closeSync(fd);
+    }
+  });
+  return prepared;
 }
 
 function checkVocab(file: string, anatomy: ExportAnatomy, spec: ModelSpec): void {
@@ -152,36 +157,6 @@ function checkTokenizerFits(dir: string, vocabSize: number): void {
   }
 }
 
-/**
- * Writes the graph (and links its external-data files) into a private temporary folder, then
- * renames it into place: a reader never sees a half-written entry, and of two processes racing
- * on the same model one rename wins and the other's copy is discarded.
- */
-function writeCacheEntry(entryDir: string, model: ModelProto, plainModelPath: string): void {
-  const parent = join(entryDir, '..');
-  mkdirSync(parent, { recursive: true });
-  const tmpDir = join(parent, `.tmp-${process.pid}-${randomBytes(6).toString('hex')}`);
-  mkdirSync(tmpDir);
-  try {
-    placeExternalDataFiles(plainModelPath, tmpDir, externalDataFiles(model, plainModelPath));
-    const encoded = encodeModel(model);
-    const fd = openSync(join(tmpDir, 'model.onnx'), 'w');
-    try {
-      // Parts are written one by one: large tensors stay views of the source file's bytes.
-      for (const part of encoded.parts) writeSync(fd, part);
-    } finally {
-      closeSync(fd);
-    }
-    try {
-      renameSync(tmpDir, entryDir);
-    } catch (e) {
-      const lostRace = existsSync(join(entryDir, 'model.onnx'));
-      if (!lostRace) throw e;
-    }
-  } finally {
-    rmSync(tmpDir, { recursive: true, force: true });
-  }
-}
 
 // ------------------------------------------------------------------ weights
 
