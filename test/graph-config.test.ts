@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ropeInverseFrequencies } from '../src/model/architectures/rope.ts';
-import { readCheckpointConfig, readModelSpec } from '../src/model/config.ts';
+import { readCheckpointConfig, readModelSpec } from '../src/model/architectures/index.ts';
 import { ModelLoadError } from '../src/errors.ts';
 import { fixture } from './helpers/shared.ts';
 import { BASE_CONFIGS } from './helpers/random-checkpoint.ts';

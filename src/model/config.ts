@@ -1,11 +1,11 @@
-// Reads a Hugging Face checkpoint's config.json (+ generation_config.json) into the
-// architecture-independent ModelSpec, plus the few architecture details the graph builder
-// needs (activation, RoPE, biases, residual layout) that ModelSpec deliberately leaves out.
+// What every architecture's config parsing shares: the ModelSpec/ArchitectureDetails types, typed
+// access to config.json, RoPE, activations and special tokens. Each adapter in src/model/architectures
+// parses its own model_type's fields with these; architectures/index.ts dispatches on model_type.
 
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ModelLoadError } from '../errors.ts';
-import type { Architecture, ModelSpec } from './types.ts';
+import type { ModelSpec } from './types.ts';
 
 /** MLP non-linearity. `gelu_tanh` covers gelu_new / gelu_fast / gelu_pytorch_tanh (same formula). */
 export type Activation = 'gelu' | 'gelu_tanh' | 'silu' | 'relu';
@@ -50,155 +50,25 @@ export interface CheckpointConfig {
   details: ArchitectureDetails;
 }
 
-const LLAMA_FAMILY = new Set(['llama', 'mistral', 'qwen2']);
-
-export function readModelSpec(dir: string): ModelSpec {
-  return readCheckpointConfig(dir).spec;
+/** What an architecture adapter's config parser returns; the registry adds the special tokens. */
+export interface ParsedConfig {
+  spec: Omit<ModelSpec, 'bosTokenId' | 'eosTokenIds' | 'modelType'>;
+  details: ArchitectureDetails;
 }
 
-export function readCheckpointConfig(dir: string): CheckpointConfig {
+/** config.json as typed fields (every problem a ModelLoadError naming the file). */
+export function readConfigFields(dir: string): ConfigFields {
   const file = join(dir, 'config.json');
-  const cfg = new ConfigFields(file, readJsonObject(file));
-  const modelType = cfg.string('model_type');
-  let parsed: {
-    spec: Omit<ModelSpec, 'bosTokenId' | 'eosTokenIds' | 'modelType'>;
-    details: ArchitectureDetails;
-  };
-  if (modelType === 'gpt2') parsed = parseGpt2(cfg);
-  else if (LLAMA_FAMILY.has(modelType)) parsed = parseLlama(cfg, modelType);
-  else if (modelType === 'gpt_neox') parsed = parseGptNeox(cfg);
-  else {
-    throw new ModelLoadError(
-      file,
-      `unsupported model_type "${modelType}" (supported: gpt2, llama, mistral, qwen2, gpt_neox)`,
-    );
-  }
+  return new ConfigFields(file, readJsonObject(file));
+}
+
+/** The full config: an adapter's parse plus BOS/EOS (config.json, generation_config.json). */
+export function completeConfig(dir: string, cfg: ConfigFields, modelType: string, parsed: ParsedConfig): CheckpointConfig {
   const spec: ModelSpec = { ...parsed.spec, modelType, ...specialTokens(dir, cfg) };
   return { dir, spec, details: parsed.details };
 }
 
-function parseGpt2(cfg: ConfigFields) {
-  const dModel = cfg.int('n_embd');
-  const nHeads = cfg.int('n_head');
-  const nLayers = cfg.int('n_layer');
-  const headDim = divide(cfg, dModel, nHeads, 'n_embd', 'n_head');
-  const scaleWeights = cfg.optionalBool('scale_attn_weights') ?? true;
-  const byInverseLayer = cfg.optionalBool('scale_attn_by_inverse_layer_idx') ?? false;
-  const attentionScales = Array.from(
-    { length: nLayers },
-    (_, l) => (scaleWeights ? 1 / Math.sqrt(headDim) : 1) * (byInverseLayer ? 1 / (l + 1) : 1),
-  );
-  return {
-    spec: {
-      architecture: 'gpt2' as Architecture,
-      nLayers,
-      dModel,
-      nHeads,
-      nKvHeads: nHeads,
-      headDim,
-      dMlp: cfg.optionalInt('n_inner') ?? 4 * dModel,
-      vocabSize: cfg.int('vocab_size'),
-      maxPositions: cfg.int('n_positions'),
-      normType: 'layernorm' as const,
-      normEps: cfg.optionalNumber('layer_norm_epsilon') ?? 1e-5,
-      tiedEmbeddings: cfg.optionalBool('tie_word_embeddings') ?? true,
-    },
-    details: {
-      activation: activation(cfg, 'activation_function', 'gelu_new'),
-      gatedMlp: false,
-      rope: null,
-      parallelResidual: false,
-      qkvBias: true,
-      attentionOutBias: true,
-      mlpBias: true,
-      slidingWindow: null,
-      attentionScales,
-    },
-  };
-}
-
-function parseLlama(cfg: ConfigFields, modelType: string) {
-  const dModel = cfg.int('hidden_size');
-  const nHeads = cfg.int('num_attention_heads');
-  const nKvHeads = cfg.optionalInt('num_key_value_heads') ?? nHeads;
-  const nLayers = cfg.int('num_hidden_layers');
-  if (nHeads % nKvHeads !== 0) {
-    cfg.fail(`num_attention_heads (${nHeads}) is not a multiple of num_key_value_heads (${nKvHeads})`);
-  }
-  const headDim =
-    cfg.optionalInt('head_dim') ?? divide(cfg, dModel, nHeads, 'hidden_size', 'num_attention_heads');
-  const isQwen2 = modelType === 'qwen2';
-  if (isQwen2 && cfg.optionalBool('use_sliding_window')) {
-    cfg.fail('qwen2 with use_sliding_window=true (per-layer windows) is not supported');
-  }
-  const attentionBias = cfg.optionalBool('attention_bias') ?? false;
-  const slidingWindow = modelType === 'mistral' ? cfg.optionalInt('sliding_window') : null;
-  return {
-    spec: {
-      architecture: 'llama' as Architecture,
-      nLayers,
-      dModel,
-      nHeads,
-      nKvHeads,
-      headDim,
-      dMlp: cfg.int('intermediate_size'),
-      vocabSize: cfg.int('vocab_size'),
-      maxPositions: cfg.optionalInt('max_position_embeddings') ?? 2048,
-      normType: 'rmsnorm' as const,
-      normEps: cfg.optionalNumber('rms_norm_eps') ?? 1e-6,
-      tiedEmbeddings: cfg.optionalBool('tie_word_embeddings') ?? false,
-    },
-    details: {
-      activation: activation(cfg, 'hidden_act', 'silu'),
-      gatedMlp: true,
-      rope: ropeConfig(cfg, headDim, 1),
-      parallelResidual: false,
-      // Qwen2 always has q/k/v biases and no o_proj bias; LLaMA's attention_bias covers all four.
-      qkvBias: isQwen2 || attentionBias,
-      attentionOutBias: !isQwen2 && attentionBias,
-      mlpBias: cfg.optionalBool('mlp_bias') ?? false,
-      slidingWindow,
-      attentionScales: new Array<number>(nLayers).fill(1 / Math.sqrt(headDim)),
-    },
-  };
-}
-
-function parseGptNeox(cfg: ConfigFields) {
-  const dModel = cfg.int('hidden_size');
-  const nHeads = cfg.int('num_attention_heads');
-  const nLayers = cfg.int('num_hidden_layers');
-  const headDim = divide(cfg, dModel, nHeads, 'hidden_size', 'num_attention_heads');
-  const rotaryPct = cfg.optionalNumber('rotary_pct') ?? cfg.optionalNumber('partial_rotary_factor') ?? 1;
-  return {
-    spec: {
-      architecture: 'gpt_neox' as Architecture,
-      nLayers,
-      dModel,
-      nHeads,
-      nKvHeads: nHeads,
-      headDim,
-      dMlp: cfg.optionalInt('intermediate_size') ?? 4 * dModel,
-      vocabSize: cfg.int('vocab_size'),
-      maxPositions: cfg.optionalInt('max_position_embeddings') ?? 2048,
-      normType: 'layernorm' as const,
-      normEps: cfg.optionalNumber('layer_norm_eps') ?? 1e-5,
-      tiedEmbeddings: cfg.optionalBool('tie_word_embeddings') ?? false,
-    },
-    details: {
-      activation: activation(cfg, 'hidden_act', 'gelu'),
-      gatedMlp: false,
-      rope: ropeConfig(cfg, headDim, rotaryPct),
-      parallelResidual: cfg.optionalBool('use_parallel_residual') ?? true,
-      qkvBias: cfg.optionalBool('attention_bias') ?? true,
-      attentionOutBias: cfg.optionalBool('attention_bias') ?? true,
-      mlpBias: true,
-      slidingWindow: null,
-      attentionScales: new Array<number>(nLayers).fill(1 / Math.sqrt(headDim)),
-    },
-  };
-}
-
-function ropeConfig(cfg: ConfigFields, headDim: number, rotaryFraction: number): RopeConfig {
+export function ropeConfig(cfg: ConfigFields, headDim: number, rotaryFraction: number): RopeConfig {
   // Newer transformers releases move the RoPE fields into `rope_parameters`.
   const params = cfg.optionalObject('rope_parameters');
   const theta =
@@ -254,14 +124,14 @@ const ACTIVATIONS: Record<string, Activation> = {
   relu: 'relu',
 };
 
-function activation(cfg: ConfigFields, key: string, fallback: string): Activation {
+export function activation(cfg: ConfigFields, key: string, fallback: string): Activation {
   const name = cfg.optionalString(key) ?? fallback;
   const act = ACTIVATIONS[name];
   if (!act) cfg.fail(`${key} "${name}" is not supported (supported: ${Object.keys(ACTIVATIONS).join(', ')})`);
   return act!;
 }
 
-function divide(cfg: ConfigFields, a: number, b: number, aKey: string, bKey: string): number {
+export function divide(cfg: ConfigFields, a: number, b: number, aKey: string, bKey: string): number {
   if (a % b !== 0) cfg.fail(`${aKey} (${a}) is not divisible by ${bKey} (${b})`);
   return a / b;
 }
@@ -290,7 +160,7 @@ function readJsonObject(file: string): Record<string, unknown> {
 }
 
 /** Typed access to a JSON object; every problem becomes a ModelLoadError naming the file. */
-class ConfigFields {
+export class ConfigFields {
   constructor(
     readonly file: string,
     readonly raw: Record<string, unknown>,

@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
-import { readModelSpec } from '../../src/model/config.ts';
+import { readModelSpec } from '../../src/model/architectures/index.ts';
 import { IO, type ModelSpec } from '../../src/model/types.ts';
 import { fixture } from './shared.ts';
 

@@ -1,7 +1,14 @@
 // GPT-2: learned positions, LayerNorm, Conv1D projections. Conv1D stores weights as [in, out]
 // already, and c_attn's columns are q | k | v, so no weight needs reshuffling.
 
-import type { CheckpointConfig } from '../config.ts';
+import {
+  activation,
+  divide,
+  type CheckpointConfig,
+  type ConfigFields,
+  type ParsedConfig,
+} from '../config.ts';
+import type { Architecture } from '../types.ts';
 import {
   unembeddingFromLmHead,
   type DecoderWeights,
@@ -39,5 +46,46 @@ export function gpt2Weights(loader: TensorLoader, { spec }: CheckpointConfig): D
     layers,
     finalNorm: loader.norm(`${p}ln_f`, d, true),
     unembedding: lmHead ? unembeddingFromLmHead(lmHead, spec.vocabSize, d) : 'tied',
+  };
+}
+
+/** config.json's fields for this architecture. */
+export function parseGpt2Config(cfg: ConfigFields): ParsedConfig {
+  const dModel = cfg.int('n_embd');
+  const nHeads = cfg.int('n_head');
+  const nLayers = cfg.int('n_layer');
+  const headDim = divide(cfg, dModel, nHeads, 'n_embd', 'n_head');
+  const scaleWeights = cfg.optionalBool('scale_attn_weights') ?? true;
+  const byInverseLayer = cfg.optionalBool('scale_attn_by_inverse_layer_idx') ?? false;
+  const attentionScales = Array.from(
+    { length: nLayers },
+    (_, l) => (scaleWeights ? 1 / Math.sqrt(headDim) : 1) * (byInverseLayer ? 1 / (l + 1) : 1),
+  );
+  return {
+    spec: {
+      architecture: 'gpt2' as Architecture,
+      nLayers,
+      dModel,
+      nHeads,
+      nKvHeads: nHeads,
+      headDim,
+      dMlp: cfg.optionalInt('n_inner') ?? 4 * dModel,
+      vocabSize: cfg.int('vocab_size'),
+      maxPositions: cfg.int('n_positions'),
+      normType: 'layernorm' as const,
+      normEps: cfg.optionalNumber('layer_norm_epsilon') ?? 1e-5,
+      tiedEmbeddings: cfg.optionalBool('tie_word_embeddings') ?? true,
+    },
+    details: {
+      activation: activation(cfg, 'activation_function', 'gelu_new'),
+      gatedMlp: false,
+      rope: null,
+      parallelResidual: false,
+      qkvBias: true,
+      attentionOutBias: true,
+      mlpBias: true,
+      slidingWindow: null,
+      attentionScales,
+    },
   };
 }

@@ -1,7 +1,15 @@
 // GPT-NeoX (Pythia): LayerNorm, partial RoPE, optional parallel residual, and a fused qkv
 // projection whose output rows are laid out per head as [heads, 3 (q, k, v), head_dim].
 
-import type { CheckpointConfig } from '../config.ts';
+import {
+  activation,
+  divide,
+  ropeConfig,
+  type CheckpointConfig,
+  type ConfigFields,
+  type ParsedConfig,
+} from '../config.ts';
+import type { Architecture } from '../types.ts';
 import type { ModelSpec } from '../types.ts';
 import {
   transpose,
@@ -63,4 +71,40 @@ function neoxQkv(
     weight: transpose(regroup(weight(), d), 3 * H * D, d),
     bias: bias ? regroup(bias(), 1) : null,
   });
+}
+
+/** config.json's fields for this architecture. */
+export function parseGptNeoxConfig(cfg: ConfigFields): ParsedConfig {
+  const dModel = cfg.int('hidden_size');
+  const nHeads = cfg.int('num_attention_heads');
+  const nLayers = cfg.int('num_hidden_layers');
+  const headDim = divide(cfg, dModel, nHeads, 'hidden_size', 'num_attention_heads');
+  const rotaryPct = cfg.optionalNumber('rotary_pct') ?? cfg.optionalNumber('partial_rotary_factor') ?? 1;
+  return {
+    spec: {
+      architecture: 'gpt_neox' as Architecture,
+      nLayers,
+      dModel,
+      nHeads,
+      nKvHeads: nHeads,
+      headDim,
+      dMlp: cfg.optionalInt('intermediate_size') ?? 4 * dModel,
+      vocabSize: cfg.int('vocab_size'),
+      maxPositions: cfg.optionalInt('max_position_embeddings') ?? 2048,
+      normType: 'layernorm' as const,
+      normEps: cfg.optionalNumber('layer_norm_eps') ?? 1e-5,
+      tiedEmbeddings: cfg.optionalBool('tie_word_embeddings') ?? false,
+    },
+    details: {
+      activation: activation(cfg, 'hidden_act', 'gelu'),
+      gatedMlp: false,
+      rope: ropeConfig(cfg, headDim, rotaryPct),
+      parallelResidual: cfg.optionalBool('use_parallel_residual') ?? true,
+      qkvBias: cfg.optionalBool('attention_bias') ?? true,
+      attentionOutBias: cfg.optionalBool('attention_bias') ?? true,
+      mlpBias: true,
+      slidingWindow: null,
+      attentionScales: new Array<number>(nLayers).fill(1 / Math.sqrt(headDim)),
+    },
+  };
 }

@@ -2,14 +2,14 @@
 // weights, and the one entry point that writes an ONNX graph for a checkpoint folder.
 
 import { join } from 'node:path';
-import { readCheckpointConfig, type CheckpointConfig } from '../config.ts';
+import { completeConfig, readConfigFields, type CheckpointConfig, type ConfigFields, type ParsedConfig } from '../config.ts';
 import { GraphBuilder } from '../onnx/graph-builder.ts';
 import { SafetensorsCheckpoint } from '../safetensors.ts';
 import type { Architecture, ModelSpec } from '../types.ts';
 import { buildDecoderGraph } from './decoder-graph.ts';
-import { gpt2Weights } from './gpt2.ts';
-import { gptNeoxWeights } from './gpt_neox.ts';
-import { llamaWeights } from './llama.ts';
+import { gpt2Weights, parseGpt2Config } from './gpt2.ts';
+import { gptNeoxWeights, parseGptNeoxConfig } from './gpt_neox.ts';
+import { llamaWeights, parseLlamaConfig } from './llama.ts';
 import { TensorLoader, type DecoderWeights } from './weights.ts';
 
 /**
@@ -23,11 +23,39 @@ export const DATA_FILE = 'model.onnx.data';
 
 type WeightsAdapter = (loader: TensorLoader, cfg: CheckpointConfig) => DecoderWeights;
 
-const ADAPTERS: Record<Architecture, WeightsAdapter> = {
-  gpt2: gpt2Weights,
-  llama: llamaWeights,
-  gpt_neox: gptNeoxWeights,
+/**
+ * One adapter per architecture: its config parser (config.json -> ModelSpec + details) and its
+ * tensor mapping (checkpoint names -> DecoderWeights). Adding an architecture is one file with
+ * these two functions and one line here (see docs/ARCHITECTURE.md).
+ */
+interface ArchitectureAdapter {
+  /** The config.json `model_type` values it reads. */
+  modelTypes: readonly string[];
+  parseConfig(cfg: ConfigFields, modelType: string): ParsedConfig;
+  weights: WeightsAdapter;
+}
+
+const ADAPTERS: Record<Architecture, ArchitectureAdapter> = {
+  gpt2: { modelTypes: ['gpt2'], parseConfig: parseGpt2Config, weights: gpt2Weights },
+  llama: { modelTypes: ['llama', 'mistral', 'qwen2'], parseConfig: parseLlamaConfig, weights: llamaWeights },
+  gpt_neox: { modelTypes: ['gpt_neox'], parseConfig: parseGptNeoxConfig, weights: gptNeoxWeights },
 };
+
+/** Reads a Hugging Face checkpoint's config.json (+ generation_config.json) with its adapter. */
+export function readCheckpointConfig(dir: string): CheckpointConfig {
+  const cfg = readConfigFields(dir);
+  const modelType = cfg.string('model_type');
+  const adapter = Object.values(ADAPTERS).find((a) => a.modelTypes.includes(modelType));
+  if (!adapter) {
+    const supported = Object.values(ADAPTERS).flatMap((a) => a.modelTypes);
+    return cfg.fail(`unsupported model_type "${modelType}" (supported: ${supported.join(', ')})`);
+  }
+  return completeConfig(dir, cfg, modelType, adapter.parseConfig(cfg, modelType));
+}
+
+export function readModelSpec(dir: string): ModelSpec {
+  return readCheckpointConfig(dir).spec;
+}
 
 export interface OpenedCheckpoint {
   config: CheckpointConfig;
@@ -40,7 +68,7 @@ export interface OpenedCheckpoint {
 export function openCheckpoint(dir: string): OpenedCheckpoint {
   const config = readCheckpointConfig(dir);
   const checkpoint = SafetensorsCheckpoint.openDir(dir);
-  const weights = ADAPTERS[config.spec.architecture](new TensorLoader(checkpoint, dir), config);
+  const weights = ADAPTERS[config.spec.architecture].weights(new TensorLoader(checkpoint, dir), config);
   return { config, checkpoint, weights };
 }
 

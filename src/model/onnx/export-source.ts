@@ -5,7 +5,7 @@
 import { closeSync, existsSync, openSync, readFileSync, writeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { ModelLoadError } from '../../errors.ts';
-import { readModelSpec } from '../config.ts';
+import { readModelSpec } from '../architectures/index.ts';
 import type { LastLayerWeights, ModelSpec } from '../types.ts';
 import { externalDataFiles, externalReader, placeExternalDataFiles } from './external-data.ts';
 import { tensorToFloat32 } from './graph-query.ts';
