@@ -40,7 +40,6 @@ export async function setupEngine(
     onWarning: (m) => process.stderr.write(`warning: ${m}\n`),
   });
   const calibrationMean = catalogue ? calibrationMeanLookup(catalogue) : () => undefined;
-  engine.calibrationMean = calibrationMean;
   const registry = new InterventionRegistry({
     lastLayer: source.spec.nLayers - 1,
     dMlp: source.spec.dMlp,

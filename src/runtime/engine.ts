@@ -46,8 +46,6 @@ export class OnnxEngine implements Engine, CalibrationEngine {
   readonly tokenizer: Tokenizer;
   readonly watched: WatchedNeurons;
   readonly provider: 'cpu' | 'cuda';
-  /** Calibration mean of last-layer neuron `index` (from the catalogue), for mean_ablate. */
-  calibrationMean?: (index: number) => number | undefined;
   private readonly worker: InferenceWorker;
   /** Watched addresses in the order the worker reports them (entropy first, then frequency). */
   private readonly watchOrder: { address: string; role: 'entropy' | 'frequency' }[];

@@ -201,8 +201,8 @@ async function handle(env: Envelope): Promise<unknown> {
   }
 }
 
-// Messages are handled one at a time, in arrival order: the session is not re-entrant, and the
-// engine's scheduler relies on FIFO order for fairness between sequences.
+// Messages are handled one at a time, in arrival order: the session is not re-entrant, so
+// concurrent generations interleave step by step in the order their messages arrive.
 let chain: Promise<void> = Promise.resolve();
 parentPort!.on('message', (env: Envelope) => {
   chain = chain.then(async () => {

@@ -24,8 +24,6 @@ export interface ServerEngine extends Engine {
     Tokenizer,
     'tokenText' | 'tokenBytes' | 'chatTemplate' | 'bosTokenId' | 'eosTokenId' | 'specialTokens'
   >;
-  /** Calibration mean activation of last-layer neuron `index`, when known (enables mean_ablate). */
-  calibrationMean?(index: number): number | undefined;
 }
 
 /** The part of Telemetry (src/server/telemetry) the HTTP layer calls. */

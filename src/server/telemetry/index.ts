@@ -79,7 +79,6 @@ export class Telemetry {
   private readonly ownsTracing: boolean;
   private readonly liveInterventions = new Set<string>();
   /** Once the caller reports the intervention count itself, that count is authoritative. */
-  private explicitInterventionCount = false;
   private closed = false;
 
   constructor(private readonly opts: TelemetryOptions) {
@@ -159,15 +158,8 @@ export class Telemetry {
   interventionChanged(kind: 'created' | 'removed' | 'expired', iv: StoredIntervention): void {
     if (kind === 'created') this.liveInterventions.add(iv.id);
     else this.liveInterventions.delete(iv.id);
-    if (!this.explicitInterventionCount) {
-      this.metrics.interventionsActive.set({ model: this.opts.model }, this.liveInterventions.size);
-    }
+    this.metrics.interventionsActive.set({ model: this.opts.model }, this.liveInterventions.size);
     this.hub.publish(interventionEvent(kind, this.opts.model, iv, this.deps.clock.epochMs()));
-  }
-
-  setActiveInterventions(n: number): void {
-    this.explicitInterventionCount = true;
-    this.metrics.interventionsActive.set({ model: this.opts.model }, n);
   }
 
   /** Serves GET /v1/monitor/stream upgrades on `server`; `authorize` returning false answers 401. */
