@@ -2,6 +2,7 @@
 // catalogue -> engine -> registry) with the real Telemetry, driven by real clients: the openai
 // SDK, a `ws` subscriber, `promtool`, and a Prometheus server scraping it.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { waitFor } from './helpers/wait.ts';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import OpenAI from 'openai';
@@ -45,11 +46,7 @@ async function startSidecar(model: string): Promise<Running> {
   });
   await listening;
   // Wait for the model: /readyz turns 200 once loaded.
-  for (let i = 0; i < 600; i++) {
-    const r = await fetch(`${url}/readyz`);
-    if (r.status === 200) break;
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  await waitFor(async () => (await fetch(`${url}/readyz`)).status === 200, 'the model to load (/readyz 200)', 60_000);
   const client = new OpenAI({ baseURL: `${url}/v1`, apiKey: 'unused', maxRetries: 0 });
   return {
     url,
@@ -143,7 +140,7 @@ describe('sidecar on aidreams260K (real LLaMA checkpoint)', () => {
       text += chunk.choices[0]?.text ?? '';
       id = chunk.id;
     }
-    for (let i = 0; i < 50 && !events.some((e) => e.type === 'request_end'); i++) await new Promise((r) => setTimeout(r, 20));
+    await waitFor(() => events.some((e) => e.type === 'request_end'), 'the request_end event', 5_000);
     ws.close();
     const tokens = events.filter((e) => e.type === 'token');
     expect(events[0]!.type).toBe('request_start');

@@ -32,7 +32,7 @@ describe('interventions API', () => {
   beforeAll(async () => {
     s = await startServer({
       adminToken: ADMIN,
-      engine: slowed(await createTestEngine({ maxPositions: 256 }), 10),
+      engine: slowed(await createTestEngine(), 10),
       now: () => clock,
     });
     ivs = `${s.url}/v1/interventions`;

@@ -64,7 +64,7 @@ describe('server admission and cancellation', () => {
   });
 
   async function slowServer(opts: { maxConcurrency: number; maxQueue: number; shutdownGraceMs?: number }) {
-    const engine = slowed(await createTestEngine({ maxPositions: 512 }), 40);
+    const engine = slowed(await createTestEngine(), 40);
     s = await startServer({ engine, ...opts });
     // A completion long enough to stay in flight while the test acts, within the context.
     const long = engine.spec.maxPositions - 32;

@@ -21,11 +21,10 @@ import {
 } from '../../src/server/app.ts';
 import type { RequestContext, RequestTelemetry } from '../../src/server/telemetry/index.ts';
 import { createEngine } from '../../src/runtime/index.ts';
-import type { FakeEngineOptions } from './fake-engine.ts';
 import { fixture } from './shared.ts';
 
 /** The engine the server tests run on (options apply to the fake only). */
-export async function createTestEngine(_opts: FakeEngineOptions = {}): Promise<ServerEngine> {
+export async function createTestEngine(): Promise<ServerEngine> {
   // The real engine (worker thread, ONNX Runtime) on a shared fixture. The fake in
   // fake-engine.ts remains only for what no fixture has (a chat template).
   return createFixtureEngine('gpt2-tiny-random-onnx');
