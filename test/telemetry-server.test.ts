@@ -168,18 +168,19 @@ describe('telemetry in the running server', () => {
     ws.close();
   });
 
-  it('answers the probe and scrape paths the Kubernetes manifest uses', async () => {
-    const docs = parseAllDocuments(readFileSync(join(repoRoot, 'deploy/k8s/deployment.yaml'), 'utf8')).map(
-      (d) => d.toJS(),
-    );
-    const sidecar = docs[0].spec.template.spec.containers.find(
-      (c: { name: string }) => c.name === 'confidence-sidecar',
-    );
-    const paths = [
-      sidecar.livenessProbe.httpGet.path,
-      sidecar.readinessProbe.httpGet.path,
-      docs[0].spec.template.metadata.annotations['prometheus.io/path'],
-    ];
-    for (const path of paths) expect((await fetch(`${url}${path}`)).status, path).toBe(200);
+  it('answers the probe and scrape paths the Kubernetes manifests use', async () => {
+    for (const file of ['deploy/k8s/serve/deployment.yaml', 'deploy/k8s/proxy/deployment.yaml']) {
+      const docs = parseAllDocuments(readFileSync(join(repoRoot, file), 'utf8')).map((d) => d.toJS());
+      const sidecar = docs[0].spec.template.spec.containers.find(
+        (c: { name: string }) => c.name === 'confidence-sidecar',
+      );
+      const paths = [
+        sidecar.livenessProbe.httpGet.path,
+        sidecar.readinessProbe.httpGet.path,
+        sidecar.startupProbe.httpGet.path,
+        docs[0].spec.template.metadata.annotations['prometheus.io/path'],
+      ];
+      for (const path of paths) expect((await fetch(`${url}${path}`)).status, `${file} ${path}`).toBe(200);
+    }
   });
 });
