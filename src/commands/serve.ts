@@ -16,8 +16,8 @@ export async function runServe(values: Record<string, unknown>): Promise<void> {
     maxConcurrency,
     maxQueue,
     load: async () => {
-      const { engine, registry } = await setupEngine(values, { modelId: values['served-model-name'] as string | undefined });
-      return { engine, registry };
+      const { engine, registry, catalogue } = await setupEngine(values, { modelId: values['served-model-name'] as string | undefined });
+      return { engine, registry, catalogue };
     },
     onListening: (url) => process.stderr.write(`confidence-sidecar listening on ${url}\n`),
   });

@@ -191,12 +191,4 @@ export const ModelList = Type.Object({ object: Type.Literal('list'), data: Type.
 
 export const ModelIdParams = Type.Object({ model: Type.String() });
 
-export const NeuronCatalogueView = Type.Object({
-  object: Type.Literal('neuron_catalogue'),
-  model: Type.String(),
-  /** The instrumented layer (the last one) and its width. */
-  layer: Type.Integer(),
-  d_mlp: Type.Integer(),
-  entropy: Type.Array(Type.String()),
-  frequency: Type.Array(Type.String()),
-});
+// GET /v1/neurons: its response schema lives with the route (routes/neurons.ts).

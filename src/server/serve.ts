@@ -3,6 +3,7 @@
 // shuts down gracefully: stop taking work, let generations finish for the grace period, close the
 // telemetry and the engine. Resolves when it has shut down; rejects if the model failed to load.
 
+import type { Catalogue } from '../monitor/catalogue.ts';
 import type { InterventionRegistry } from '../monitor/interventions.ts';
 import { buildServer, type ServerEngine } from './app.ts';
 import { Telemetry } from './telemetry/index.ts';
@@ -11,6 +12,8 @@ export interface LoadedModel {
   engine: ServerEngine;
   /** Bound to the model's last layer (and its calibration means, for mean_ablate). */
   registry: InterventionRegistry;
+  /** The catalogue the watched set came from (GET /v1/neurons shows its scores and provenance). */
+  catalogue?: Catalogue | null;
 }
 
 export interface ServeOptions {
@@ -77,6 +80,7 @@ export async function serve(opts: ServeOptions): Promise<void> {
     engine: loaded.then((m) => m.engine),
     // Called once the engine has loaded, so loadedModel is set.
     registry: () => loadedModel!.registry,
+    catalogue: () => loadedModel!.catalogue ?? null,
     telemetry: (e) =>
       new Telemetry({
         model: e.modelId,
