@@ -15,6 +15,8 @@ export async function runServe(values: Record<string, unknown>): Promise<void> {
     port,
     maxConcurrency,
     maxQueue,
+    interventionsFile: (values.interventions as string | undefined) ?? null,
+    stateDir: (values['state-dir'] as string | undefined) ?? null,
     load: async () => {
       const { engine, registry, catalogue } = await setupEngine(values, { modelId: values['served-model-name'] as string | undefined });
       return { engine, registry, catalogue };

@@ -74,7 +74,9 @@ export function interventionDigest(ids: readonly string[]): string | null {
 }
 
 export function interventionsJson(ids: readonly string[]): TokenInterventionsJson {
-  return { count: ids.length, digest: interventionDigest(ids) };
+  // One intervention may act through several neurons in a step (a confidence target): count it once.
+  const distinct = ids.length > 1 ? [...new Set(ids)] : ids;
+  return { count: distinct.length, digest: interventionDigest(distinct) };
 }
 
 /** The wire form of TokenSignals. */
