@@ -143,6 +143,20 @@ describe('console on the demo model', () => {
     expect((await (await fetch(`${sidecar.url}/v1/interventions`)).json()).data).toEqual([]);
   });
 
+  it('a confidence target set from the page steers the entropy toward it, shown on the chart', async () => {
+    await page.fill('#temperature', '0');
+    await page.fill('#target-value', '8.5');
+    await page.click('#target-set');
+    await page.waitForSelector('#interventions li:has-text("target_entropy 8.500")');
+    const h = await generate(page, 40);
+    console.log(`console: target 8.5, mean entropy of tokens 8..39 = ${mean(h.slice(8)).toFixed(3)}`);
+    expect(Math.abs(mean(h.slice(8)) - 8.5)).toBeLessThan(1);
+    mkdirSync(ARTIFACTS, { recursive: true });
+    await page.screenshot({ path: join(ARTIFACTS, 'console-target.png'), fullPage: true });
+    await page.click('#interventions li:has-text("target_entropy") button');
+    await page.waitForSelector('#interventions li:has-text("none")');
+  });
+
   it("shows other requests' tokens from the monitor stream", async () => {
     await page.waitForFunction(() => document.querySelector('#feed-state')?.textContent === 'connected');
     const id = `other-${Date.now()}`;

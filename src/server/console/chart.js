@@ -79,8 +79,6 @@ export function drawChart(canvas, { tokens, neurons, target }) {
     g.textAlign = 'right';
     g.fillText(fmt(hi), left - 4, y0 + 9);
     g.fillText(fmt(lo), left - 4, y0 + panelH);
-    g.textAlign = 'left';
-    g.fillText(p.title, left + 4, y0 + 11);
 
     if (p.extra !== null && p.extra !== undefined) {
       g.setLineDash([4, 3]);
@@ -107,6 +105,13 @@ export function drawChart(canvas, { tokens, neurons, target }) {
       });
       g.stroke();
     }
+    // The title last, on a light plate, so a line passing under it does not garble it.
+    g.textAlign = 'left';
+    const tw = g.measureText(p.title).width;
+    g.fillStyle = 'rgba(255, 255, 255, 0.85)';
+    g.fillRect(left + 2, y0 + 2, tw + 6, 13);
+    g.fillStyle = '#67707c';
+    g.fillText(p.title, left + 5, y0 + 12);
   });
 
   // x axis labels and the neuron legend
