@@ -63,6 +63,9 @@ describe('interventions API', () => {
       created_at: new Date(clock).toISOString(),
       expires_at: null,
       request_id: null,
+      neurons: [neuron],
+      source: 'api',
+      origin: null,
     });
     await call(`${ivs}/${ok.body.id}`, 'DELETE');
   });

@@ -118,7 +118,7 @@ export async function startInterventionSources(
     state = new InterventionState(opts.stateDir, registry, log);
     await state.start();
   } else {
-    log.warn('interventions created through the API are kept in memory only and lost at restart; pass --state-dir DIR to keep them');
+    log.info('interventions created through the API are kept in memory only and lost at restart; pass --state-dir DIR to keep them');
   }
   let file: InterventionsFile | null = null;
   if (opts.interventionsFile) {
