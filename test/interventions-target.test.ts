@@ -7,12 +7,57 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setupEngine, type Setup } from '../src/commands/setup.ts';
 import { demoModelDir } from '../src/demo/index.ts';
-import { M_MAX } from '../src/monitor/entropy-target.ts';
+import { EntropyController, G_INIT, KAPPA, M_MAX } from '../src/monitor/entropy-target.ts';
+import type { TokenSignals } from '../src/monitor/token-record.ts';
 import { buildServer } from '../src/server/app.ts';
 import { RecordingTelemetry, postJson } from './helpers/server.ts';
 
 const PARAMS = { maxTokens: 64, temperature: 0, topP: 1, topK: 0, stop: [], topLogprobs: 0 };
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+
+/** A token record where only the entropy and the driven neuron's activation matter. */
+const record = (entropy: number, activation: number): TokenSignals => ({
+  entropy, top1Prob: 0, normScale: 1, entropyNeurons: { '1.3': activation }, frequencyNeurons: {}, repeat: 0, interventions: [],
+});
+
+describe('EntropyController on a known plant', () => {
+  // A plant whose entropy is linear in the clamped activation a: H = 1 + 0.75 a (nats), natural a = 2.
+  const plant = (a: number) => 1 + 0.75 * a;
+
+  it('reads the reference first, then follows the documented update', () => {
+    const c = new EntropyController('iv', 4, ['1.3']);
+    expect(c.interventions()).toEqual([]);
+    c.observe(record(plant(2), 2)); // H = 2.5, reference r = 2, gain 1
+    // m = 1 + KAPPA (4 - 2.5) / G_INIT
+    const m1 = 1 + (KAPPA * (4 - 2.5)) / G_INIT;
+    expect(c.currentGain).toBeCloseTo(m1, 12);
+    expect(c.interventions()).toEqual([{ id: 'iv', neuron: '1.3', mode: 'clamp', value: 2 * m1 }]);
+  });
+
+  it('converges on the target when it is reachable, saturates when it is not', () => {
+    const run = (target: number, steps: number) => {
+      const c = new EntropyController('iv', target, ['1.3']);
+      c.observe(record(plant(2), 2));
+      let h = 0;
+      for (let i = 0; i < steps; i++) {
+        const a = c.interventions()[0]!.value;
+        h = plant(a);
+        c.observe(record(h, a));
+      }
+      return { h, c };
+    };
+    const reach = run(6, 30);
+    expect(Math.abs(reach.h - 6)).toBeLessThan(1e-3);
+    expect(reach.c.saturated()).toBe(false);
+    // The plant reaches at most 1 + 0.75 * 2 * M_MAX nats and at least 1.
+    const high = run(1 + 1.5 * M_MAX + 5, 60);
+    expect(high.c.currentGain).toBe(M_MAX);
+    expect(high.c.saturated()).toBe(true);
+    const low = run(0.2, 60);
+    expect(low.c.currentGain).toBe(0);
+    expect(low.h).toBeCloseTo(1, 12);
+  });
+});
 
 describe('target_entropy on the demo model', () => {
   let setup: Setup;
