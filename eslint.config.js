@@ -10,6 +10,16 @@ export default tseslint.config(
     languageOptions: { globals: { URL: 'readonly', process: 'readonly', console: 'readonly' } },
   },
   {
+    // The operator console runs in the browser (plain ES modules, no build step).
+    files: ['src/server/console/**/*.js'],
+    languageOptions: {
+      globals: Object.fromEntries(
+        ['window', 'document', 'location', 'sessionStorage', 'fetch', 'crypto', 'URL', 'WebSocket', 'AbortController',
+          'TextDecoderStream', 'requestAnimationFrame', 'getComputedStyle', 'setTimeout', 'setInterval', 'console'].map((g) => [g, 'readonly']),
+      ),
+    },
+  },
+  {
     rules: {
       '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
     },

@@ -94,7 +94,7 @@ const COMMANDS: Record<string, Command> = {
     summary: 'run the OpenAI-compatible sidecar server with confidence telemetry',
     usage:
       'serve [--model DIR] [--host H] [--port 8080] [--catalogue FILE] [--device D] [--max-concurrency N] ' +
-      '[--max-queue N] [--served-model-name NAME]',
+      '[--max-queue N] [--served-model-name NAME] [--interventions FILE] [--state-dir DIR] [--max-interventions N]',
     options: {
       ...COMMON,
       host: { type: 'string', default: '127.0.0.1' },
@@ -102,6 +102,9 @@ const COMMANDS: Record<string, Command> = {
       'max-concurrency': { type: 'string', default: '4' },
       'max-queue': { type: 'string', default: '64' },
       'served-model-name': { type: 'string' },
+      interventions: { type: 'string' },
+      'state-dir': { type: 'string' },
+      'max-interventions': { type: 'string', default: '256' },
     },
     run: runServe,
   },

@@ -29,6 +29,27 @@ export class InvalidInputError extends UserError {
   }
 }
 
+/** A configured limit would be exceeded (the live interventions cap, say). */
+export class LimitExceededError extends UserError {
+  constructor(
+    message: string,
+    readonly limit: number,
+  ) {
+    super(message);
+  }
+}
+
+/** The change conflicts with where the thing is managed (an intervention declared in a file). */
+export class ManagedElsewhereError extends UserError {
+  constructor(
+    message: string,
+    /** Where it is managed: the interventions file's path. */
+    readonly managedBy: string,
+  ) {
+    super(message);
+  }
+}
+
 export function isUserError(e: unknown): e is UserError {
   return e instanceof UserError;
 }

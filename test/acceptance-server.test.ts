@@ -12,6 +12,7 @@ import { setupEngine } from '../src/commands/setup.ts';
 import { demoModelDir } from '../src/demo/index.ts';
 import { fixture } from './helpers/shared.ts';
 import { promtoolCheckMetrics, startPrometheus } from './helpers/prometheus.ts';
+import { digestOf } from './helpers/digest.ts';
 
 interface Running {
   url: string;
@@ -182,11 +183,12 @@ describe('sidecar on the demo model: live interventions through the API', () => 
     // `confidence` is the sidecar's extension to the request body, unknown to the SDK's types.
     const body = { model, prompt: 'The weather today is', max_tokens: 900, temperature: 0, stream: true, confidence: true };
     const stream = await s.client.completions.create(body as OpenAI.CompletionCreateParamsStreaming);
-    const tokens: { entropy: number; interventions: string[] }[] = [];
+    const tokens: { entropy: number; interventions: { count: number; digest: string | null } }[] = [];
     let ivId: string | null = null;
+    let ivDigest: string | null = null;
     let deleted = false;
     for await (const chunk of stream) {
-      const conf = (chunk.choices[0] as unknown as { confidence?: { entropy: number; interventions: string[] } }).confidence;
+      const conf = (chunk.choices[0] as unknown as { confidence?: { entropy: number; interventions: { count: number; digest: string | null } } }).confidence;
       if (!conf) continue;
       tokens.push(conf);
       if (tokens.length === 20 && !ivId) {
@@ -197,19 +199,20 @@ describe('sidecar on the demo model: live interventions through the API', () => 
         });
         expect(r.status).toBe(201);
         ivId = ((await r.json()) as { id: string }).id;
+        ivDigest = digestOf([ivId]);
       }
-      const clamped = tokens.filter((t) => ivId && t.interventions.includes(ivId)).length;
+      const clamped = tokens.filter((t) => ivId && t.interventions.digest === ivDigest).length;
       if (clamped >= 40 && !deleted) {
         const r = await fetch(`${s.url}/v1/interventions/${ivId}`, { method: 'DELETE' });
         expect(r.status).toBe(200);
         deleted = true;
       }
-      const after = deleted ? tokens.filter((t, i) => i > 0 && !t.interventions.includes(ivId!) && tokens.slice(0, i).some((u) => u.interventions.includes(ivId!))).length : 0;
+      const after = deleted ? tokens.filter((t, i) => i > 0 && t.interventions.digest !== ivDigest && tokens.slice(0, i).some((u) => u.interventions.digest === ivDigest)).length : 0;
       if (after >= 60) break;
     }
     const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
-    const firstClamped = tokens.findIndex((t) => t.interventions.includes(ivId!));
-    const lastClamped = tokens.length - 1 - [...tokens].reverse().findIndex((t) => t.interventions.includes(ivId!));
+    const firstClamped = tokens.findIndex((t) => t.interventions.digest === ivDigest);
+    const lastClamped = tokens.length - 1 - [...tokens].reverse().findIndex((t) => t.interventions.digest === ivDigest);
     expect(firstClamped).toBeGreaterThan(0);
     const before = tokens.slice(0, firstClamped).map((t) => t.entropy);
     const during = tokens.slice(firstClamped, lastClamped + 1).map((t) => t.entropy);

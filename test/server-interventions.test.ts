@@ -13,6 +13,7 @@ import {
   startServer,
   type TestServer,
 } from './helpers/server.ts';
+import { digestOf, touchedBy } from './helpers/digest.ts';
 
 const ADMIN = 'admin-secret-token';
 const auth = { authorization: `Bearer ${ADMIN}` };
@@ -62,6 +63,9 @@ describe('interventions API', () => {
       created_at: new Date(clock).toISOString(),
       expires_at: null,
       request_id: null,
+      neurons: [neuron],
+      source: 'api',
+      origin: null,
     });
     await call(`${ivs}/${ok.body.id}`, 'DELETE');
   });
@@ -184,11 +188,12 @@ describe('interventions API', () => {
     const iv = (await postJson(ivs, { neuron, mode: 'clamp', value: 7.5 }, auth)).body;
     const on = (await postJson(`${s.url}/v1/completions`, body)).body.choices[0].confidence;
     expect(on.entropy_neurons[neuron]).toEqual([7.5, 7.5, 7.5]);
-    expect(on.interventions).toEqual([[iv.id], [iv.id], [iv.id]]);
+    expect(on.interventions).toEqual([touchedBy([iv.id]), touchedBy([iv.id]), touchedBy([iv.id])]);
+    expect(on.summary.intervention_ids).toEqual([iv.id]);
     await call(`${ivs}/${iv.id}`, 'DELETE');
     const off = (await postJson(`${s.url}/v1/completions`, body)).body.choices[0].confidence;
     expect(off.entropy_neurons[neuron]).not.toContain(7.5);
-    expect(off.interventions).toEqual([[], [], []]);
+    expect(off.interventions).toEqual([touchedBy([]), touchedBy([]), touchedBy([])]);
   });
 
   it('request_id scopes an intervention to that request, which removes it when it ends', async () => {
@@ -197,7 +202,7 @@ describe('interventions API', () => {
     const iv = (await postJson(ivs, { neuron, mode: 'clamp', value: -4, request_id: 'scoped-1' }, auth)).body;
     expect(iv.request_id).toBe('scoped-1');
     const other = (await postJson(`${s.url}/v1/completions`, body, { 'x-request-id': 'someone-else' })).body;
-    expect(other.choices[0].confidence.interventions).toEqual([[], []]);
+    expect(other.choices[0].confidence.interventions).toEqual([touchedBy([]), touchedBy([])]);
     const mine = (await postJson(`${s.url}/v1/completions`, body, { 'x-request-id': 'scoped-1' })).body;
     expect(mine.choices[0].confidence.entropy_neurons[neuron]).toEqual([-4, -4]);
     expect((await call(ivs, 'GET')).body.data).toEqual([]);
@@ -222,13 +227,13 @@ describe('interventions API', () => {
     const iv = (await postJson(ivs, { neuron, mode: 'clamp', value: 9 }, auth)).body;
     const chunks = (
       (await events).filter((e) => e !== '[DONE]') as {
-        choices: { confidence?: { entropy_neurons: Record<string, number>; interventions: string[] } }[];
+        choices: { confidence?: { entropy_neurons: Record<string, number>; interventions: { count: number; digest: string | null } } }[];
       }[]
     )
       .map((e) => e.choices[0]?.confidence)
       .filter((c) => c !== undefined);
     expect(chunks).toHaveLength(120);
-    const first = chunks.findIndex((c) => c.interventions.includes(iv.id));
+    const first = chunks.findIndex((c) => c.interventions.digest === digestOf([iv.id]));
     // Tokens before the change are untouched, every token after it carries the clamp.
     expect(first).toBeGreaterThanOrEqual(3);
     for (const c of chunks.slice(0, first)) expect(c.entropy_neurons[neuron]).not.toBe(9);

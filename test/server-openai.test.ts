@@ -11,6 +11,7 @@ import {
   type JsonBody,
   type TestServer,
 } from './helpers/server.ts';
+import { touchedBy } from './helpers/digest.ts';
 
 const greedy = (maxTokens: number, extra: Partial<SamplingParams> = {}): SamplingParams => ({
   maxTokens,
@@ -316,7 +317,7 @@ describe('OpenAI-compatible API', () => {
           'top1_prob',
         ]),
       );
-      expect(c.choices[0]!.confidence.interventions).toEqual([]);
+      expect(c.choices[0]!.confidence.interventions).toEqual(touchedBy([]));
     }
   });
 
@@ -332,8 +333,10 @@ describe('OpenAI-compatible API', () => {
     const conf = r.body.choices[0].confidence;
     // The engine reports activations after the intervention: the clamped value at every token.
     expect(conf.entropy_neurons[neuron]).toEqual([5, 5, 5, 5]);
-    const ids = conf.interventions as string[][];
-    expect(ids.every((list) => list.length === 1 && list[0] === ids[0]![0])).toBe(true);
+    // One intervention acted on every token: the summary names it, each token carries its digest.
+    const ids = [conf.summary.intervention_ids as string[]];
+    expect(ids[0]).toHaveLength(1);
+    expect(conf.interventions).toEqual(new Array(4).fill(touchedBy(ids[0]!)));
     // It was registered for this request only, and removed when the request ended.
     expect(s.registry.list()).toEqual([]);
     const created = s.telemetry.interventions.filter(([, iv]) => iv.id === ids[0]![0]);
@@ -347,12 +350,13 @@ describe('OpenAI-compatible API', () => {
     // A request without it is not affected.
     const plain = await postJson(`${s.url}/v1/completions`, body);
     expect(plain.body.choices[0].confidence.entropy_neurons[neuron]).not.toContain(5);
-    expect(plain.body.choices[0].confidence.interventions.flat()).toEqual([]);
+    expect(plain.body.choices[0].confidence.interventions).toEqual(new Array(4).fill(touchedBy([])));
   });
 
   it('reports the catalogue on /v1/neurons', async () => {
     const res = await fetch(`${s.url}/v1/neurons`);
-    expect(await res.json()).toEqual({
+    // The full view (scores, provenance) is test/console-neurons.test.ts; here: the watched set.
+    expect(await res.json()).toMatchObject({
       object: 'neuron_catalogue',
       model,
       layer: s.engine.spec.nLayers - 1,

@@ -22,6 +22,7 @@ import { buildServer } from '../src/server/app.ts';
 import { Telemetry } from '../src/server/telemetry/index.ts';
 import { promtoolCheckMetrics } from './helpers/prometheus.ts';
 import { createTestEngine } from './helpers/server.ts';
+import { digestOf } from './helpers/digest.ts';
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const ADMIN = 'admin-token-for-tests';
@@ -155,7 +156,7 @@ describe('telemetry in the running server', () => {
     ]);
     const tokenEvents = events.filter((e) => e.type === 'token');
     expect(tokenEvents).toHaveLength(generated);
-    expect(tokenEvents.every((e) => e.interventions.includes(intervention.id))).toBe(true);
+    expect(tokenEvents.every((e) => e.interventions.digest === digestOf([intervention.id]) && e.interventions.count === 1)).toBe(true);
     expect(events.filter((e) => e.type === 'request_start')).toHaveLength(2);
 
     // Spans: one per generation; the completion continues the client's trace.

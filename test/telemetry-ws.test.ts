@@ -8,6 +8,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { Telemetry, type RequestContext } from '../src/server/telemetry/index.ts';
 import { seededRandom, syntheticSummary, syntheticToken } from './helpers/telemetry-traffic.ts';
+import { touchedBy } from './helpers/digest.ts';
 
 const ENTROPY = ['11.584'];
 const FREQUENCY = ['11.417'];
@@ -141,7 +142,7 @@ describe('WebSocket monitor stream', () => {
       frequency_neurons: tok.frequencyNeurons,
       unigram_kl: tok.unigramKl,
       repeat: tok.repeat,
-      interventions: ['iv-9'],
+      interventions: touchedBy(['iv-9']),
       ts: token.ts,
     });
     expect(end).toMatchObject({

@@ -15,9 +15,11 @@ export async function runServe(values: Record<string, unknown>): Promise<void> {
     port,
     maxConcurrency,
     maxQueue,
+    interventionsFile: (values.interventions as string | undefined) ?? null,
+    stateDir: (values['state-dir'] as string | undefined) ?? null,
     load: async () => {
-      const { engine, registry } = await setupEngine(values, { modelId: values['served-model-name'] as string | undefined });
-      return { engine, registry };
+      const { engine, registry, catalogue } = await setupEngine(values, { modelId: values['served-model-name'] as string | undefined });
+      return { engine, registry, catalogue };
     },
     onListening: (url) => process.stderr.write(`confidence-sidecar listening on ${url}\n`),
   });

@@ -6,7 +6,7 @@ import { InvalidInputError } from '../errors.ts';
 import { openModelSource, type ModelSource } from '../model/source.ts';
 import { createEngineFromSource, resolveModelDir } from '../runtime/index.ts';
 import type { OnnxEngine } from '../runtime/engine.ts';
-import { InterventionRegistry, parseInterventionSpec } from '../monitor/interventions.ts';
+import { InterventionRegistry, parseInterventionSpec, targetOptions } from '../monitor/interventions.ts';
 import { loadCatalogueFor } from '../monitor/catalogue-loader.ts';
 import { calibrationMeanLookup, type Catalogue } from '../monitor/catalogue.ts';
 import { deviceFlag } from './options.ts';
@@ -44,6 +44,7 @@ export async function setupEngine(
     lastLayer: source.spec.nLayers - 1,
     dMlp: source.spec.dMlp,
     calibrationMean,
+    ...targetOptions(engine.catalogue, catalogue, values['max-interventions']),
   });
   return { source, engine, catalogue, registry };
 }
@@ -53,7 +54,7 @@ export function registerCliInterventions(registry: InterventionRegistry, specs: 
   for (const text of specs ?? []) {
     const spec = parseInterventionSpec(text);
     try {
-      registry.add(spec);
+      registry.add({ ...spec, source: 'cli' });
     } catch (e) {
       if (e instanceof InvalidInputError) throw new InvalidInputError(`--intervene ${text}: ${e.message}`, 'intervene');
       throw e;

@@ -1,18 +1,19 @@
-// Live interventions on last-layer neurons: the registry the server exposes over HTTP and the CLI
-// fills from --intervene flags, and their compilation into the graph's neuron_scale/neuron_shift
-// inputs (a' = a * scale + shift, see src/model/types.ts IO).
+// Live interventions on last-layer neurons: the registry the server exposes over HTTP, the CLI
+// fills from --intervene flags, the --interventions file and the --state-dir restore; a cap on how
+// many are live; and their compilation into the graph's neuron_scale/neuron_shift inputs
+// (a' = a * scale + shift, see src/model/types.ts IO). Confidence targets (target_entropy) reach
+// the graph as clamps chosen per step by their controller (entropy-target.ts, via session()).
 
-import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { InvalidInputError } from '../errors.ts';
+import { InvalidInputError, LimitExceededError, ManagedElsewhereError } from '../errors.ts';
 import {
-  formatNeuronAddress,
-  INTERVENTION_MODES,
   isInterventionMode as isMode,
   parseNeuronAddress,
   type InterventionMode,
   type NeuronIntervention,
 } from './neurons.ts';
+import { defaultTargetNeurons, InterventionSession } from './entropy-target.ts';
+import { validateIntervention } from './intervention-validation.ts';
 
 export type { InterventionMode } from './neurons.ts';
 export { parseNeuronAddress } from './neurons.ts';
@@ -41,7 +42,8 @@ export function parseInterventionSpec(text: string): InterventionSpec {
   const action = text.slice(eq + 1).trim();
   const colon = action.indexOf(':');
   const mode = (colon < 0 ? action : action.slice(0, colon)).trim();
-  if (!isMode(mode)) throw bad(`unknown mode "${mode}"`);
+  if (!isMode(mode) || mode === 'target_entropy')
+    throw bad(mode === 'target_entropy' ? 'target_entropy is set through the API or an --interventions file' : `unknown mode "${mode}"`);
   if (mode === 'mean_ablate') {
     if (colon >= 0) throw bad('mean_ablate takes no value');
     return { neuron, mode };
@@ -53,32 +55,54 @@ export function parseInterventionSpec(text: string): InterventionSpec {
   return { neuron, mode, value };
 }
 
+/** Who made an intervention: the API, a generation request's own list, the file, a CLI flag. */
+export type InterventionSource = 'api' | 'request' | 'file' | 'cli';
+
 export interface StoredIntervention {
   id: string;
+  /** The neuron; for target_entropy the neurons it drives, comma-separated (see `neurons`). */
   neuron: string;
+  /** Every neuron it acts on (one, except for target_entropy). The registry always sets it (and the two below). */
+  neurons?: string[];
   mode: InterventionMode;
-  /** The value applied; for mean_ablate the calibration mean it resolved to. */
+  /** The value applied; for mean_ablate the calibration mean it resolved to; for target_entropy the target (nats). */
   value: number;
   createdAt: string;
   /** ISO time after which it no longer applies; null = until removed. */
   expiresAt: string | null;
   /** Only generation requests with this id see it; null = every request. */
   requestId: string | null;
+  source?: InterventionSource;
+  /** For file interventions, the file that declares them; null otherwise. */
+  origin?: string | null;
 }
 
 export interface AddInterventionInput {
-  neuron: string;
+  /** Required, except for target_entropy (which takes `neurons` or defaults to the entropy neurons). */
+  neuron?: string | null;
+  neurons?: string[] | null;
   mode: string;
   value?: number | null;
   ttlS?: number | null;
   requestId?: string | null;
+  source?: InterventionSource;
+  origin?: string | null;
 }
+
+/** Live interventions allowed by default (`--max-interventions`). */
+export const DEFAULT_MAX_INTERVENTIONS = 256;
 
 export interface InterventionRegistryOptions {
   lastLayer: number;
   dMlp: number;
   /** Calibration mean activation of neuron `index` (from the catalogue); enables mean_ablate. */
   calibrationMean?: (index: number) => number | undefined;
+  /** Cap on live interventions, every source counted (default DEFAULT_MAX_INTERVENTIONS). */
+  maxLive?: number;
+  /** Neurons whose activations every token record carries: the only ones a target can drive. */
+  watched?: readonly string[];
+  /** What a target_entropy without `neurons` drives (entropy-target.ts defaultTargetNeurons). */
+  targetNeurons?: readonly string[];
   /** Clock in ms (tests inject one). */
   now?: () => number;
 }
@@ -94,89 +118,34 @@ export class InterventionRegistry extends EventEmitter<InterventionEvents> {
   /** Expiry in ms, kept numeric so pruning never parses dates. */
   private readonly expiry = new Map<string, number>();
   private readonly now: () => number;
+  readonly maxLive: number;
 
   constructor(private readonly opts: InterventionRegistryOptions) {
     super();
     this.now = opts.now ?? Date.now;
+    this.maxLive = opts.maxLive ?? DEFAULT_MAX_INTERVENTIONS;
   }
 
   /** Validates, resolves mean_ablate and stores; throws InvalidInputError naming the bad field. */
   add(input: AddInterventionInput): StoredIntervention {
-    const { lastLayer, dMlp } = this.opts;
-    const address = typeof input.neuron === 'string' ? parseNeuronAddress(input.neuron) : null;
-    if (!address)
-      throw new InvalidInputError(
-        `neuron must be a LAYER.INDEX address like "${lastLayer}.0", got ${JSON.stringify(input.neuron)}`,
-        'neuron',
-      );
-    if (address.layer !== lastLayer) {
-      throw new InvalidInputError(
-        `neuron ${input.neuron}: only the last MLP layer (${lastLayer}) is instrumented; use ${lastLayer}.INDEX`,
-        'neuron',
-      );
-    }
-    if (address.index >= dMlp) {
-      throw new InvalidInputError(
-        `neuron ${input.neuron}: index must be below ${dMlp} (the layer's width)`,
-        'neuron',
-      );
-    }
-    if (!isMode(input.mode)) {
-      throw new InvalidInputError(
-        `mode must be one of ${INTERVENTION_MODES.join(', ')}, got ${JSON.stringify(input.mode)}`,
-        'mode',
-      );
-    }
-    const mode = input.mode;
-    let value: number;
-    if (mode === 'mean_ablate') {
-      if (input.value !== undefined && input.value !== null) {
-        throw new InvalidInputError('mean_ablate takes no value: it uses the calibration mean', 'value');
-      }
-      const mean = this.opts.calibrationMean?.(address.index);
-      if (mean === undefined || !Number.isFinite(mean)) {
-        throw new InvalidInputError(
-          `mean_ablate on ${input.neuron} needs a calibration mean; build a calibrated catalogue first or use clamp`,
-          'mode',
+    if (this.items.size >= this.maxLive) {
+      this.pruneExpired();
+      if (this.items.size >= this.maxLive)
+        throw new LimitExceededError(
+          `${this.items.size} interventions are live, the most this server allows (--max-interventions ${this.maxLive}); remove some first`,
+          this.maxLive,
         );
-      }
-      value = mean;
-    } else {
-      if (typeof input.value !== 'number' || !Number.isFinite(input.value)) {
-        throw new InvalidInputError(
-          `${mode} needs a finite numeric value, got ${JSON.stringify(input.value)}`,
-          'value',
-        );
-      }
-      value = input.value;
     }
-    const ttl = input.ttlS ?? null;
-    if (ttl !== null && (typeof ttl !== 'number' || !Number.isFinite(ttl) || ttl <= 0)) {
-      throw new InvalidInputError(
-        `ttl_s must be a positive number of seconds, got ${JSON.stringify(ttl)}`,
-        'ttl_s',
-      );
-    }
-    const requestId = input.requestId ?? null;
-    if (requestId !== null && (typeof requestId !== 'string' || requestId === '')) {
-      throw new InvalidInputError('request_id must be a non-empty string', 'request_id');
-    }
-
-    const created = this.now();
-    const expires = ttl === null ? null : created + ttl * 1000;
-    const stored: StoredIntervention = {
-      id: `iv_${randomUUID()}`,
-      neuron: formatNeuronAddress(address.layer, address.index),
-      mode,
-      value,
-      createdAt: new Date(created).toISOString(),
-      expiresAt: expires === null ? null : new Date(expires).toISOString(),
-      requestId,
-    };
+    const stored = this.validate(input);
     this.items.set(stored.id, stored);
-    if (expires !== null) this.expiry.set(stored.id, expires);
+    if (stored.expiresAt !== null) this.expiry.set(stored.id, Date.parse(stored.expiresAt));
     this.emit('created', stored);
     return stored;
+  }
+
+  /** The stored form of an input, not stored yet: throws InvalidInputError naming the bad field. */
+  validate(input: AddInterventionInput): StoredIntervention {
+    return validateIntervention(input, this.opts, this.now());
   }
 
   remove(id: string): boolean {
@@ -187,11 +156,101 @@ export class InterventionRegistry extends EventEmitter<InterventionEvents> {
     return true;
   }
 
-  /** Removes everything; returns what was removed. */
-  clear(): StoredIntervention[] {
-    const all = [...this.items.values()];
+  /** Removes everything (or what `which` selects); returns what was removed. */
+  clear(which: (iv: StoredIntervention) => boolean = () => true): StoredIntervention[] {
+    const all = [...this.items.values()].filter(which);
     for (const item of all) this.remove(item.id);
     return all;
+  }
+
+  /**
+   * Makes the file interventions from `origin` exactly `inputs`, or changes nothing: every input is
+   * validated first (InvalidInputError with param `[i].field`) and the cap checked. Unchanged
+   * entries keep their ids, so re-reading an unchanged file is not a change.
+   */
+  replaceFromFile(origin: string, inputs: readonly AddInterventionInput[]): { added: StoredIntervention[]; removed: StoredIntervention[] } {
+    const next = inputs.map((input, i) => {
+      try {
+        return this.validate({ ...input, source: 'file', origin, requestId: null });
+      } catch (e) {
+        if (e instanceof InvalidInputError) throw new InvalidInputError(e.message, `[${i}]${e.param ? `.${e.param}` : ''}`);
+        throw e;
+      }
+    });
+    const key = (iv: StoredIntervention) => `${iv.mode}|${iv.neuron}|${iv.value}|${iv.expiresAt === null}`;
+    const current = [...this.items.values()].filter((iv) => iv.source === 'file' && iv.origin === origin);
+    const keep = new Map<string, StoredIntervention[]>();
+    for (const iv of current) (keep.get(key(iv)) ?? keep.set(key(iv), []).get(key(iv))!).push(iv);
+    const added: StoredIntervention[] = [];
+    for (const iv of next) {
+      const same = keep.get(key(iv));
+      if (same && same.length > 0) same.shift();
+      else added.push(iv);
+    }
+    const removed = [...keep.values()].flat();
+    const after = this.items.size - removed.length + added.length;
+    if (after > this.maxLive)
+      throw new LimitExceededError(`${origin} would make ${after} interventions live, more than --max-interventions ${this.maxLive}`, this.maxLive);
+    for (const iv of removed) this.remove(iv.id);
+    for (const iv of added) {
+      this.items.set(iv.id, iv);
+      if (iv.expiresAt !== null) this.expiry.set(iv.id, Date.parse(iv.expiresAt));
+      this.emit('created', iv);
+    }
+    return { added, removed };
+  }
+
+  /**
+   * Puts back interventions saved earlier (the state directory), keeping their ids and times; ones
+   * already expired, already present, or no longer valid for this model are skipped and returned.
+   */
+  restore(saved: readonly StoredIntervention[]): { restored: StoredIntervention[]; skipped: { id: string; why: string }[] } {
+    const restored: StoredIntervention[] = [];
+    const skipped: { id: string; why: string }[] = [];
+    for (const s of saved) {
+      const expires = s.expiresAt === null ? null : Date.parse(s.expiresAt);
+      if (expires !== null && !(expires > this.now())) {
+        skipped.push({ id: s.id, why: 'expired' });
+        continue;
+      }
+      if (this.items.has(s.id)) {
+        skipped.push({ id: s.id, why: 'already present' });
+        continue;
+      }
+      if (this.items.size >= this.maxLive) {
+        skipped.push({ id: s.id, why: `over --max-interventions ${this.maxLive}` });
+        continue;
+      }
+      try {
+        const target = s.mode === 'target_entropy';
+        const v = this.validate({
+          mode: s.mode,
+          neuron: target ? null : s.neuron,
+          neurons: target ? (s.neurons ?? s.neuron.split(',')) : null,
+          value: s.mode === 'mean_ablate' ? null : s.value,
+          source: s.source,
+          origin: s.origin,
+        });
+        const iv: StoredIntervention = { ...v, id: s.id, createdAt: s.createdAt, expiresAt: s.expiresAt };
+        this.items.set(iv.id, iv);
+        if (expires !== null) this.expiry.set(iv.id, expires);
+        this.emit('created', iv);
+        restored.push(iv);
+      } catch (e) {
+        if (!(e instanceof InvalidInputError)) throw e;
+        skipped.push({ id: s.id, why: e.message });
+      }
+    }
+    return { restored, skipped };
+  }
+
+  /** Refuses an API change to a file intervention (409): the file is where it is managed. */
+  assertApiMayRemove(iv: StoredIntervention): void {
+    if (iv.source === 'file')
+      throw new ManagedElsewhereError(
+        `intervention ${iv.id} is declared in ${iv.origin ?? 'the interventions file'}; edit that file to change or remove it`,
+        iv.origin ?? '',
+      );
   }
 
   /** Removes the interventions scoped to one request (call when the request ends). */
@@ -212,19 +271,28 @@ export class InterventionRegistry extends EventEmitter<InterventionEvents> {
     return this.items.get(id);
   }
 
+  /** The live interventions one request sees: the global ones plus those scoped to it, oldest first. */
+  liveFor(requestId?: string): StoredIntervention[] {
+    this.pruneExpired();
+    return [...this.items.values()].filter((i) => i.requestId === null || i.requestId === requestId);
+  }
+
   /**
-   * What applies to one generation step: the global interventions plus those scoped to requestId,
-   * oldest first (compileInterventions composes them in this order).
+   * What applies to one generation step, oldest first (compileInterventions composes them in this
+   * order). Confidence targets need per-request state and are left out here: a generation that
+   * honours them uses session(), which feeds each token's record to their controllers.
    */
   activeFor(requestId?: string): NeuronIntervention[] {
-    this.pruneExpired();
     const out: NeuronIntervention[] = [];
-    for (const i of this.items.values()) {
-      if (i.requestId === null || i.requestId === requestId) {
-        out.push({ id: i.id, neuron: i.neuron, mode: i.mode, value: i.value });
-      }
+    for (const i of this.liveFor(requestId)) {
+      if (i.mode !== 'target_entropy') out.push({ id: i.id, neuron: i.neuron, mode: i.mode, value: i.value });
     }
     return out;
+  }
+
+  /** A generation's view: interventions() before every step, observe(record) after it. */
+  session(requestId?: string): InterventionSession {
+    return new InterventionSession(() => this.liveFor(requestId));
   }
 
   private pruneExpired(): void {
@@ -266,7 +334,9 @@ export function compileInterventions(
     if (!address || address.index >= dMlp)
       throw new Error(`compileInterventions: neuron ${iv.neuron} is not in 0..${dMlp - 1}`);
     const i = address.index;
-    switch (iv.mode) {
+    switch (iv.mode as string) {
+      case 'target_entropy':
+        throw new Error('compileInterventions: target_entropy reaches the graph as clamps (InterventionSession)');
       case 'clamp':
       case 'mean_ablate':
         s[i] = 0;
@@ -284,4 +354,28 @@ export function compileInterventions(
   scale.set(s);
   shift.set(t);
   return { scale, shift };
+}
+
+/**
+ * Registry options that come from the catalogue and the command line: the watched set (what a
+ * target may drive), the default target neurons, and the live cap (--max-interventions).
+ */
+export function targetOptions(
+  watched: { entropy: readonly string[]; frequency: readonly string[] },
+  catalogue: { neurons: readonly { address: string; rho?: number }[] } | null,
+  maxInterventions: unknown,
+): Pick<InterventionRegistryOptions, 'watched' | 'targetNeurons' | 'maxLive'> {
+  const rho = new Map((catalogue?.neurons ?? []).map((n) => [n.address, n.rho]));
+  let maxLive = DEFAULT_MAX_INTERVENTIONS;
+  if (maxInterventions !== undefined && maxInterventions !== null) {
+    const n = Number(maxInterventions);
+    if (!Number.isSafeInteger(n) || n < 1)
+      throw new InvalidInputError(`--max-interventions must be a positive integer, got ${JSON.stringify(maxInterventions)}`, 'max-interventions');
+    maxLive = n;
+  }
+  return {
+    watched: [...watched.entropy, ...watched.frequency],
+    targetNeurons: defaultTargetNeurons(watched.entropy, (a) => rho.get(a)),
+    maxLive,
+  };
 }

@@ -36,19 +36,30 @@ export function neuronIndexOf(address: string): number {
 export const NEURON_ROLES = ['entropy', 'frequency'] as const;
 export type NeuronRole = (typeof NEURON_ROLES)[number];
 
-export const INTERVENTION_MODES = ['clamp', 'scale', 'add', 'mean_ablate'] as const;
+/** Modes the graph applies directly, as a' = a * scale + shift (compileInterventions). */
+export const AFFINE_MODES = ['clamp', 'scale', 'add', 'mean_ablate'] as const;
+export type AffineMode = (typeof AFFINE_MODES)[number];
+
+/**
+ * Every mode the API accepts: the affine ones, and target_entropy (a controller that sets neurons'
+ * activations each step to move the entropy toward a target; monitor/entropy-target.ts).
+ */
+export const INTERVENTION_MODES = [...AFFINE_MODES, 'target_entropy'] as const;
 export type InterventionMode = (typeof INTERVENTION_MODES)[number];
 
 export function isInterventionMode(mode: unknown): mode is InterventionMode {
   return typeof mode === 'string' && (INTERVENTION_MODES as readonly string[]).includes(mode);
 }
 
-/** One live change to a last-layer neuron, resolved to a value (mean_ablate: the calibration mean). */
+/**
+ * One change to a last-layer neuron for one step, resolved to a value (mean_ablate: the calibration
+ * mean; target_entropy: the clamp its controller chose for this step).
+ */
 export interface NeuronIntervention {
   id: string;
   /** Canonical `LAYER.INDEX` address. */
   neuron: string;
-  mode: InterventionMode;
+  mode: AffineMode;
   /** clamp: the value; scale: the factor; add: the delta; mean_ablate: the calibration mean. */
   value: number;
 }

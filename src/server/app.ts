@@ -12,6 +12,7 @@ import Fastify, {
   type FastifyServerOptions,
   type onRequestHookHandler,
 } from 'fastify';
+import type { Catalogue } from '../monitor/catalogue.ts';
 import type { InterventionRegistry, StoredIntervention } from '../monitor/interventions.ts';
 import { makeTokenCheck } from './auth.ts';
 import { ChatFormatter } from './chat-template.ts';
@@ -19,6 +20,7 @@ import { ApiError, toApiError } from './errors.ts';
 import { auditIntervention } from './routes/audit.ts';
 import { registerChatRoutes } from './routes/chat.ts';
 import { registerCompletionRoutes } from './routes/completions.ts';
+import { registerConsoleRoutes } from './routes/console.ts';
 import type { ReadyServices, ServerContext, ServerEngine, ServerTelemetry } from './routes/context.ts';
 import { SHUTDOWN } from './routes/generation.ts';
 import { registerHealthRoutes } from './routes/health.ts';
@@ -36,6 +38,8 @@ export type FromEngine<T> = T | ((engine: ServerEngine) => T);
 export interface BuildServerOptions {
   engine: ServerEngine | Promise<ServerEngine>;
   registry: FromEngine<InterventionRegistry>;
+  /** The catalogue behind the watched set (its scores and provenance, for /v1/neurons). */
+  catalogue?: FromEngine<Catalogue | null>;
   /** Closed with the server (its WebSocket subscribers would otherwise keep the server open). */
   telemetry: FromEngine<ServerTelemetry>;
   /** Bearer token the interventions API and the monitor stream require; null/absent = open. */
@@ -200,7 +204,8 @@ export function buildServer(opts: BuildServerOptions): FastifyInstance {
       adminCheck(req.headers, new URL(req.url ?? '/', 'http://localhost').searchParams.get('token')),
     );
     telemetry.setQueue(scheduler.running, scheduler.waiting);
-    services = { engine, registry, telemetry, chat };
+    const catalogue = opts.catalogue === undefined ? null : resolve(opts.catalogue, engine);
+    services = { engine, registry, telemetry, chat, catalogue };
     app.log.info({ model: engine.modelId, catalogue: engine.catalogue }, 'model ready');
   };
   const modelReady = load().catch((e: Error) => {
@@ -237,6 +242,7 @@ export function buildServer(opts: BuildServerOptions): FastifyInstance {
   });
 
   registerHealthRoutes(app, ctx);
+  registerConsoleRoutes(app);
   registerModelRoutes(app, ctx);
   registerNeuronRoutes(app, ctx);
   registerCompletionRoutes(app, ctx);

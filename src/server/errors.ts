@@ -3,7 +3,7 @@
 // OpenAI's shape {"error": {message, type, param, code}} with a stable `code` from this table, so
 // clients written against OpenAI handle them unchanged and ours can switch on `code`.
 
-import { InvalidInputError } from '../errors.ts';
+import { InvalidInputError, LimitExceededError, ManagedElsewhereError } from '../errors.ts';
 
 export type OpenAIErrorType =
   'invalid_request_error' | 'authentication_error' | 'not_found_error' | 'rate_limit_error' | 'server_error';
@@ -23,6 +23,10 @@ const CATALOGUE = {
   invalid_api_key: { status: 401, type: 'authentication_error' },
   model_not_found: { status: 404, type: 'not_found_error' },
   intervention_not_found: { status: 404, type: 'not_found_error' },
+  /** An intervention declared in the --interventions file: change the file, not the API. */
+  intervention_managed_by_file: { status: 409, type: 'invalid_request_error' },
+  /** The --max-interventions cap on live interventions. */
+  too_many_interventions: { status: 429, type: 'rate_limit_error' },
   route_not_found: { status: 404, type: 'not_found_error' },
   rate_limit_exceeded: { status: 429, type: 'rate_limit_error' },
   model_not_ready: { status: 503, type: 'server_error' },
@@ -149,6 +153,8 @@ function fromValidation(issues: ValidationIssue[]): ApiError {
 export function toApiError(err: unknown): ApiError {
   if (err instanceof ApiError) return err;
   if (err instanceof InvalidInputError) return new ApiError('invalid_value', err.message, err.param);
+  if (err instanceof LimitExceededError) return new ApiError('too_many_interventions', err.message);
+  if (err instanceof ManagedElsewhereError) return new ApiError('intervention_managed_by_file', err.message, 'id');
   const e = (err ?? {}) as FastifyishError;
   if (Array.isArray(e.validation) && e.validation.length > 0) return fromValidation(e.validation);
   switch (e.code) {

@@ -15,12 +15,18 @@ export const InterventionMode = Type.Union([
   Type.Literal('scale'),
   Type.Literal('add'),
   Type.Literal('mean_ablate'),
+  /** A confidence target: value = the entropy (nats) to steer toward (monitor/entropy-target.ts). */
+  Type.Literal('target_entropy'),
 ]);
+
+/** target_entropy only: the neurons it drives (default: the catalogue's leading entropy neurons). */
+const TargetNeurons = Type.Array(Type.String({ minLength: 1 }), { minItems: 1, maxItems: 64 });
 
 /** Extension: an intervention that lives as long as the request that carries it. */
 export const RequestIntervention = Type.Object(
   {
-    neuron: Type.String({ minLength: 1, description: 'LAYER.INDEX, e.g. "11.584"' }),
+    neuron: Type.Optional(Type.String({ minLength: 1, description: 'LAYER.INDEX, e.g. "11.584"' })),
+    neurons: Type.Optional(TargetNeurons),
     mode: InterventionMode,
     value: Type.Optional(Type.Number()),
   },
@@ -137,7 +143,8 @@ export type ChatCompletionRequest = Static<typeof ChatCompletionRequest>;
 
 export const CreateInterventionRequest = Type.Object(
   {
-    neuron: Type.String({ minLength: 1, description: 'LAYER.INDEX of a last-layer neuron' }),
+    neuron: Type.Optional(Nullable(Type.String({ minLength: 1, description: 'LAYER.INDEX of a last-layer neuron' }))),
+    neurons: Type.Optional(Nullable(TargetNeurons)),
     mode: InterventionMode,
     value: Type.Optional(Nullable(Type.Number())),
     ttl_s: Type.Optional(Nullable(Type.Number({ exclusiveMinimum: 0 }))),
@@ -160,6 +167,12 @@ export const InterventionView = Type.Object({
   expires_at: Nullable(Type.String()),
   /** Set when the intervention applies to one request only. */
   request_id: Nullable(Type.String()),
+  /** Every neuron it acts on (one, except for target_entropy). */
+  neurons: Type.Array(Type.String()),
+  /** api, request (a generation's own list), file (--interventions: not deletable here) or cli. */
+  source: Type.Union([Type.Literal('api'), Type.Literal('request'), Type.Literal('file'), Type.Literal('cli')]),
+  /** For file interventions, the file that declares them. */
+  origin: Nullable(Type.String()),
 });
 export type InterventionView = Static<typeof InterventionView>;
 
@@ -191,12 +204,4 @@ export const ModelList = Type.Object({ object: Type.Literal('list'), data: Type.
 
 export const ModelIdParams = Type.Object({ model: Type.String() });
 
-export const NeuronCatalogueView = Type.Object({
-  object: Type.Literal('neuron_catalogue'),
-  model: Type.String(),
-  /** The instrumented layer (the last one) and its width. */
-  layer: Type.Integer(),
-  d_mlp: Type.Integer(),
-  entropy: Type.Array(Type.String()),
-  frequency: Type.Array(Type.String()),
-});
+// GET /v1/neurons: its response schema lives with the route (routes/neurons.ts).

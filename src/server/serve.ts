@@ -3,17 +3,21 @@
 // shuts down gracefully: stop taking work, let generations finish for the grace period, close the
 // telemetry and the engine. Resolves when it has shut down; rejects if the model failed to load.
 
+import type { Catalogue } from '../monitor/catalogue.ts';
 import type { InterventionRegistry } from '../monitor/interventions.ts';
 import { buildServer, type ServerEngine } from './app.ts';
+import { startInterventionSources, type InterventionSourcesOptions } from './interventions-state.ts';
 import { Telemetry } from './telemetry/index.ts';
 
 export interface LoadedModel {
   engine: ServerEngine;
   /** Bound to the model's last layer (and its calibration means, for mean_ablate). */
   registry: InterventionRegistry;
+  /** The catalogue the watched set came from (GET /v1/neurons shows its scores and provenance). */
+  catalogue?: Catalogue | null;
 }
 
-export interface ServeOptions {
+export interface ServeOptions extends InterventionSourcesOptions {
   host: string;
   port: number;
   /** Loads the model; runs while the server already listens. */
@@ -72,11 +76,17 @@ export async function serve(opts: ServeOptions): Promise<void> {
   const apiKey = secret(opts.apiKey, env.CONFIDENCE_SIDECAR_API_KEY);
 
   let loadedModel: LoadedModel | null = null;
-  const loaded = opts.load().then((m) => (loadedModel = m));
+  let sources = null as { close(): Promise<void> } | null;
+  // The file and the saved state are applied before the model counts as loaded (readyz).
+  const loaded = opts.load().then(async (m) => {
+    sources = await startInterventionSources(m.registry, app.log, opts);
+    return (loadedModel = m);
+  });
   const app = buildServer({
     engine: loaded.then((m) => m.engine),
     // Called once the engine has loaded, so loadedModel is set.
     registry: () => loadedModel!.registry,
+    catalogue: () => loadedModel!.catalogue ?? null,
     telemetry: (e) =>
       new Telemetry({
         model: e.modelId,
@@ -113,6 +123,7 @@ export async function serve(opts: ServeOptions): Promise<void> {
     // From here a second Ctrl-C gets Node's default: exit now.
     stop.dispose();
     await app.close();
+    await sources?.close();
     // A model still loading (listen failed early) is closed once it is up, not leaked.
     await loaded.then(
       (m) => m.engine.close(),

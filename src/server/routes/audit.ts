@@ -16,20 +16,24 @@ export function interventionView(iv: StoredIntervention): InterventionView {
     created_at: iv.createdAt,
     expires_at: iv.expiresAt,
     request_id: iv.requestId,
+    neurons: iv.neurons ?? [iv.neuron],
+    source: iv.source ?? 'api',
+    origin: iv.origin ?? null,
   };
 }
 
-export type AuditAction = 'create' | 'delete' | 'expire';
+export type AuditAction = 'create' | 'delete' | 'expire' | 'restore' | 'persist';
 
 /**
  * `source`: 'api' for the interventions routes, 'request' for the ones a generation request carried
- * (created when it starts, deleted when it ends), 'ttl' for expiry.
+ * (created when it starts, deleted when it ends), 'ttl' for expiry, 'file' for the --interventions
+ * file, 'state' for the --state-dir (restored at start, saved at shutdown).
  */
 export function auditIntervention(
   log: FastifyBaseLogger,
   action: AuditAction,
   iv: StoredIntervention,
-  source: 'api' | 'request' | 'ttl',
+  source: 'api' | 'request' | 'ttl' | 'file' | 'state',
   actorIp: string | null,
 ): void {
   log.info(

@@ -4,7 +4,9 @@
 // so a client can plot them directly) plus a summary.
 
 import {
+  interventionsJson,
   signalsJson,
+  type TokenInterventionsJson,
   summarize,
   type ConfidenceSummary,
   type TokenSignals,
@@ -23,7 +25,7 @@ export interface ChoiceConfidence {
   frequency_neurons: Record<string, number[]>;
   unigram_kl?: number[];
   repeat: number[];
-  interventions: string[][];
+  interventions: TokenInterventionsJson[];
   summary: ConfidenceSummary;
 }
 
@@ -55,7 +57,7 @@ export function choiceConfidence(tokens: TokenSignals[]): ChoiceConfidence {
     frequency_neurons: columns(tokens, (t) => t.frequencyNeurons),
     ...(hasKl ? { unigram_kl: tokens.map((t) => t.unigramKl!) } : {}),
     repeat: tokens.map((t) => t.repeat),
-    interventions: tokens.map((t) => t.interventions),
+    interventions: tokens.map((t) => interventionsJson(t.interventions)),
     summary: summarize(tokens),
   };
 }

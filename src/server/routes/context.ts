@@ -5,6 +5,7 @@
 import type { onRequestHookHandler } from 'fastify';
 import type { Engine } from '../../runtime/types.ts';
 import type { Tokenizer } from '../../model/tokenizer.ts';
+import type { Catalogue } from '../../monitor/catalogue.ts';
 import type { InterventionRegistry } from '../../monitor/interventions.ts';
 import type { ChatFormatter } from '../chat-template.ts';
 import type { Scheduler } from '../scheduler.ts';
@@ -39,6 +40,8 @@ export interface ReadyServices {
   registry: InterventionRegistry;
   telemetry: ServerTelemetry;
   chat: ChatFormatter;
+  /** The full catalogue the watched set came from, when the loader had one (GET /v1/neurons). */
+  catalogue?: Catalogue | null;
 }
 
 export interface ServerContext {

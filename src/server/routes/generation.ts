@@ -92,9 +92,11 @@ function registerRequestInterventions(
     try {
       const iv = services.registry.add({
         neuron: spec.neuron,
+        neurons: spec.neurons,
         mode: spec.mode,
         value: spec.value,
         requestId: request.id,
+        source: 'request',
       });
       auditIntervention(request.log, 'create', iv, 'request', request.ip);
     } catch (e) {
@@ -134,7 +136,7 @@ async function generate(
       top_logprobs: plan.params.topLogprobs,
     },
     promptTokens: plan.promptIds.length,
-    interventions: registry.activeFor(requestId).map((iv) => iv.id),
+    interventions: registry.liveFor(requestId).map((iv) => iv.id),
     headers: request.headers,
   });
   if (rt.traceId) request.log = reply.log = request.log.child({ trace_id: rt.traceId });
@@ -142,11 +144,13 @@ async function generate(
   const tokens: GeneratedToken[] = [];
   let sse: SseStream | null = null;
   let summary: GenerationSummary;
+  // Confidence targets keep per-request state: the session feeds each token's record to them.
+  const session = registry.session(requestId);
   try {
     const steps = engine.generate({
       promptIds: plan.promptIds,
       params: plan.params,
-      interventions: () => registry.activeFor(requestId),
+      interventions: () => session.interventions(),
       signal,
     });
     // The first step runs before any header goes out, so a failure at the start (a prompt the
@@ -158,6 +162,7 @@ async function generate(
       if (opening) sse.send(opening);
     }
     while (!step.done) {
+      session.observe(step.value);
       rt.token(step.value);
       tokens.push(step.value);
       sse?.send(plan.shape.token(step.value));

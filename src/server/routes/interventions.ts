@@ -1,6 +1,8 @@
 // The interventions API (admin token): live changes to last-layer neurons that every generation
 // picks up from its next token. An intervention with request_id applies to that request only
-// (the one sent with that X-Request-Id) and is removed when it ends.
+// (the one sent with that X-Request-Id) and is removed when it ends. Interventions declared in the
+// --interventions file are listed with source "file" and cannot be deleted here (409): the file is
+// their one source of truth. Past --max-interventions live ones, creating answers 429.
 
 import type { FastifyInstance } from 'fastify';
 import { ApiError } from '../errors.ts';
@@ -29,6 +31,7 @@ export function registerInterventionRoutes(app: FastifyInstance, ctx: ServerCont
       const b = request.body;
       const iv = registry.add({
         neuron: b.neuron,
+        neurons: b.neurons,
         mode: b.mode,
         value: b.value,
         ttlS: b.ttl_s,
@@ -60,7 +63,9 @@ export function registerInterventionRoutes(app: FastifyInstance, ctx: ServerCont
     async (request) => {
       const { registry } = ctx.ready();
       const iv = registry.get(request.params.id);
-      if (!iv || !registry.remove(iv.id)) throw notFound(request.params.id);
+      if (!iv) throw notFound(request.params.id);
+      registry.assertApiMayRemove(iv);
+      if (!registry.remove(iv.id)) throw notFound(request.params.id);
       auditIntervention(request.log, 'delete', iv, 'api', request.ip);
       return {
         id: iv.id,
@@ -75,7 +80,8 @@ export function registerInterventionRoutes(app: FastifyInstance, ctx: ServerCont
     '/v1/interventions',
     { ...admin, schema: { response: { 200: InterventionList } } },
     async (request) => {
-      const removed = ctx.ready().registry.clear();
+      // The file's interventions stay: the file is where they are managed.
+      const removed = ctx.ready().registry.clear((iv) => iv.source !== 'file');
       for (const iv of removed) auditIntervention(request.log, 'delete', iv, 'api', request.ip);
       return { object: 'list' as const, data: removed.map(interventionView) };
     },
