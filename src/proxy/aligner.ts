@@ -52,7 +52,8 @@ export class TokenIndex {
 
   /** The local id of an upstream token, or undefined when no local token has its bytes. */
   idOf(t: UpstreamToken): number | undefined {
-    if (t.id !== undefined) return Number.isInteger(t.id) && t.id >= 0 && t.id < this.tok.vocabSize ? t.id : undefined;
+    if (t.id !== undefined)
+      return Number.isInteger(t.id) && t.id >= 0 && t.id < this.tok.vocabSize ? t.id : undefined;
     const bytes = t.bytes ?? (t.token !== undefined ? utf8.encode(t.token) : undefined);
     if (!bytes) return undefined;
     const ids = this.index().get(hex(bytes));
@@ -114,7 +115,9 @@ export class ChoiceAligner {
       for (const t of piece.tokens) {
         const id = this.index.idOf(t);
         if (id === undefined) {
-          this.onMismatch(`upstream token ${JSON.stringify(t.token ?? t.bytes ?? t.id)} has no local counterpart`);
+          this.onMismatch(
+            `upstream token ${JSON.stringify(t.token ?? t.bytes ?? t.id)} has no local counterpart`,
+          );
           return [...out, ...this.toText()];
         }
         this.coveredBytes.push(...this.index.bytes(id));

@@ -24,7 +24,12 @@ import { ShadowScorer, type RecordListener, type ShadowRequest } from './shadow.
 import { bodyTap } from './tap.ts';
 
 /** Defaults of the timeout flags (docs/PROXY.md explains each). */
-export const DEFAULT_TIMEOUTS: Timeouts = { connectMs: 10_000, firstByteMs: 120_000, idleMs: 60_000, totalMs: 600_000 };
+export const DEFAULT_TIMEOUTS: Timeouts = {
+  connectMs: 10_000,
+  firstByteMs: 120_000,
+  idleMs: 60_000,
+  totalMs: 600_000,
+};
 
 export interface ProxyServerOptions {
   /** Base URL of the upstream (its /v1/... paths are appended as the client sent them). */
@@ -47,6 +52,7 @@ export interface ProxyServerOptions {
   /** On close, how long relays in flight may finish before the upstream connections are cut (default 10 s). */
   shutdownGraceMs?: number;
   onRecord?: RecordListener;
+  onFinished?: (requestId: string) => void;
 }
 
 export type ScoringState = 'disabled' | 'loading' | 'live' | 'failed';
@@ -121,10 +127,20 @@ export function buildProxyServer(opts: ProxyServerOptions): FastifyInstance {
         bosToken: specialText(e, e.tokenizer.bosTokenId),
         eosToken: specialText(e, e.tokenizer.eosTokenId),
       });
-      const tok = { encode: e.encode.bind(e), tokenBytes: (id: number) => e.tokenizer.tokenBytes(id), vocabSize: e.spec.vocabSize };
+      const tok = {
+        encode: e.encode.bind(e),
+        tokenBytes: (id: number) => e.tokenizer.tokenBytes(id),
+        vocabSize: e.spec.vocabSize,
+      };
       scorer = new ShadowScorer(
         { engine: e, telemetry: t, chat, index: new TokenIndex(tok) },
-        { metrics, log: app.log, ...(opts.maxPendingTokens ? { maxPendingTokens: opts.maxPendingTokens } : {}), ...(opts.onRecord ? { onRecord: opts.onRecord } : {}) },
+        {
+          metrics,
+          log: app.log,
+          ...(opts.maxPendingTokens ? { maxPendingTokens: opts.maxPendingTokens } : {}),
+          ...(opts.onRecord ? { onRecord: opts.onRecord } : {}),
+          ...(opts.onFinished ? { onFinished: opts.onFinished } : {}),
+        },
       );
       t.attachWebSocket?.(app.server, (req) =>
         adminCheck(req.headers, new URL(req.url ?? '/', 'http://localhost').searchParams.get('token')),
@@ -150,13 +166,20 @@ export function buildProxyServer(opts: ProxyServerOptions): FastifyInstance {
     return reply.code(e.status).headers(e.headers).send(e.toBody());
   });
   app.setNotFoundHandler((request, reply) => {
-    const e = new ApiError('route_not_found', `Unknown route: ${request.method} ${request.url.split('?')[0]}`);
+    const e = new ApiError(
+      'route_not_found',
+      `Unknown route: ${request.method} ${request.url.split('?')[0]}`,
+    );
     return reply.code(e.status).send(e.toBody());
   });
 
   app.get('/healthz', async () => ({ status: 'ok' }));
   app.get('/readyz', async (_request, reply) => {
-    const scoring = { state, ...(loadError ? { error: loadError } : {}), ...(engine ? { model: engine.modelId } : {}) };
+    const scoring = {
+      state,
+      ...(loadError ? { error: loadError } : {}),
+      ...(engine ? { model: engine.modelId } : {}),
+    };
     if (closing) return reply.code(503).send({ status: 'not_ready', reason: 'shutting down', scoring });
     return { status: 'ready', upstream: upstream.origin, scoring };
   });
@@ -169,7 +192,8 @@ export function buildProxyServer(opts: ProxyServerOptions): FastifyInstance {
   // /v1/neurons is serve mode's route on the local model; it reads only ready() and requireApiKey.
   registerNeuronRoutes(app, {
     ready: () => {
-      if (!engine) throw new ApiError('model_not_ready', `Shadow scoring is ${state}; the local model is not loaded.`);
+      if (!engine)
+        throw new ApiError('model_not_ready', `Shadow scoring is ${state}; the local model is not loaded.`);
       return { engine };
     },
     requireApiKey: async () => undefined,
@@ -206,7 +230,8 @@ export function buildProxyServer(opts: ProxyServerOptions): FastifyInstance {
         );
       }
       try {
-        if (obj && scorer) shadow = scorer.start({ requestId: request.id, endpoint, body: obj, headers: request.headers });
+        if (obj && scorer)
+          shadow = scorer.start({ requestId: request.id, endpoint, body: obj, headers: request.headers });
       } catch (err) {
         request.log.warn({ err }, 'shadow scoring could not start; relaying unscored');
       }
@@ -231,7 +256,11 @@ export function buildProxyServer(opts: ProxyServerOptions): FastifyInstance {
             ? {
                 tap: (s, h) => {
                   status = s;
-                  return bodyTap(shadow!, String(h['content-type'] ?? ''), h['content-encoding'] as string | undefined);
+                  return bodyTap(
+                    shadow!,
+                    String(h['content-type'] ?? ''),
+                    h['content-encoding'] as string | undefined,
+                  );
                 },
               }
             : {}),
@@ -239,7 +268,8 @@ export function buildProxyServer(opts: ProxyServerOptions): FastifyInstance {
         reply.raw,
       );
       if (shadow) {
-        const done = outcome === 'aborted' ? shadow.abort() : shadow.finish(status >= 400 ? 'error' : outcome);
+        const done =
+          outcome === 'aborted' ? shadow.abort() : shadow.finish(status >= 400 ? 'error' : outcome);
         done.catch((err) => request.log.warn({ err }, 'shadow scoring failed'));
       }
     } finally {

@@ -67,7 +67,7 @@ export class ProxyMetrics {
   });
   readonly tokenizerMismatch = new Counter({
     name: 'llm_shadow_tokenizer_mismatch_total',
-    help: "Choices whose upstream tokens had no local counterpart (scored from re-tokenized text).",
+    help: 'Choices whose upstream tokens had no local counterpart (scored from re-tokenized text).',
     registers: [this.registry],
   });
   readonly logprobGap = new Histogram({

@@ -110,7 +110,8 @@ export function interpretEvent(ev: SseEvent): StreamItem {
   } catch {
     return ev.event === 'error' ? { kind: 'error', message: data } : { kind: 'other' };
   }
-  if (ev.event === 'error') return { kind: 'error', message: errorMessage(isObj(body) ? (body.error ?? body) : body) };
+  if (ev.event === 'error')
+    return { kind: 'error', message: errorMessage(isObj(body) ? (body.error ?? body) : body) };
   if (!isObj(body)) return { kind: 'other' };
   // OpenRouter puts `error` beside the usage of a chunk; vLLM sends {"error": {...}} alone. Either
   // way the completion is over, and the tokens of that chunk (if any) were still relayed.

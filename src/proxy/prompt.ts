@@ -8,7 +8,12 @@
 import type { ChatFormatter, ChatMessage, ChatRole } from '../server/chat-template.ts';
 import type { ServerEngine } from '../server/app.ts';
 
-const ROLES: Record<string, ChatRole> = { system: 'system', developer: 'system', user: 'user', assistant: 'assistant' };
+const ROLES: Record<string, ChatRole> = {
+  system: 'system',
+  developer: 'system',
+  user: 'user',
+  assistant: 'assistant',
+};
 
 type Obj = Record<string, unknown>;
 const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -20,7 +25,10 @@ function message(m: unknown): ChatMessage | null {
   let content: string;
   if (typeof m.content === 'string') content = m.content;
   else if (m.content === null || m.content === undefined) content = '';
-  else if (Array.isArray(m.content) && m.content.every((p) => isObj(p) && p.type === 'text' && typeof p.text === 'string'))
+  else if (
+    Array.isArray(m.content) &&
+    m.content.every((p) => isObj(p) && p.type === 'text' && typeof p.text === 'string')
+  )
     content = m.content.map((p) => (p as Obj).text as string).join('');
   else return null;
   return { role, content, ...(typeof m.name === 'string' ? { name: m.name } : {}) };

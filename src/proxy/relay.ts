@@ -53,11 +53,24 @@ export type RelayOutcome = 'success' | 'aborted' | 'error';
 
 /** RFC 9110 §7.6.1 connection-specific headers, never forwarded (plus host, content-length: undici sets them). */
 const HOP_BY_HOP = new Set([
-  'connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade',
-  'proxy-authenticate', 'proxy-authorization', 'host', 'content-length', 'http2-settings',
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'transfer-encoding',
+  'te',
+  'trailer',
+  'upgrade',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'host',
+  'content-length',
+  'http2-settings',
 ]);
 
-function forwardable(headers: IncomingHttpHeaders | Record<string, string | string[] | undefined>, keepLength: boolean) {
+function forwardable(
+  headers: IncomingHttpHeaders | Record<string, string | string[] | undefined>,
+  keepLength: boolean,
+) {
   const listed = new Set(
     String(headers.connection ?? '')
       .split(',')
@@ -89,7 +102,10 @@ function classify(err: unknown, signal: AbortSignal, headersSeen: boolean): Upst
 function beforeFirstByte(kind: UpstreamErrorKind, t: Timeouts): ApiError {
   switch (kind) {
     case 'connect_timeout':
-      return new ApiError('upstream_timeout', `The upstream did not accept a connection within ${t.connectMs} ms.`);
+      return new ApiError(
+        'upstream_timeout',
+        `The upstream did not accept a connection within ${t.connectMs} ms.`,
+      );
     case 'first_byte_timeout':
       return new ApiError('upstream_timeout', `The upstream sent no response within ${t.firstByteMs} ms.`);
     case 'total_timeout':
@@ -101,10 +117,19 @@ function beforeFirstByte(kind: UpstreamErrorKind, t: Timeouts): ApiError {
 
 function inStreamError(kind: UpstreamErrorKind, t: Timeouts): ApiError {
   if (kind === 'idle_timeout')
-    return new ApiError('upstream_timeout', `The upstream sent nothing for ${t.idleMs} ms; the stream was ended.`);
+    return new ApiError(
+      'upstream_timeout',
+      `The upstream sent nothing for ${t.idleMs} ms; the stream was ended.`,
+    );
   if (kind === 'total_timeout')
-    return new ApiError('upstream_timeout', `The upstream did not finish within ${t.totalMs} ms; the stream was ended.`);
-  return new ApiError('upstream_stream_failed', 'The upstream connection failed in the middle of the response.');
+    return new ApiError(
+      'upstream_timeout',
+      `The upstream did not finish within ${t.totalMs} ms; the stream was ended.`,
+    );
+  return new ApiError(
+    'upstream_stream_failed',
+    'The upstream connection failed in the middle of the response.',
+  );
 }
 
 function write(res: ServerResponse, b: Uint8Array, signal: AbortSignal): Promise<void> | null {
@@ -173,7 +198,10 @@ export async function relay(deps: RelayDeps, req: RelayRequest, res: ServerRespo
     span.setAttribute('http.response.status_code', up.statusCode);
     if (up.statusCode >= 400) {
       metrics.upstreamErrors.inc({ kind: 'status' });
-      req.log.info({ upstream_status: up.statusCode }, 'upstream answered with an error status; passed through');
+      req.log.info(
+        { upstream_status: up.statusCode },
+        'upstream answered with an error status; passed through',
+      );
     }
     tap = up.statusCode < 400 ? (req.tap?.(up.statusCode, up.headers) ?? null) : null;
     const out = forwardable(up.headers, true);
@@ -182,7 +210,10 @@ export async function relay(deps: RelayDeps, req: RelayRequest, res: ServerRespo
     res.writeHead(up.statusCode, out);
     // Headers are buffered by Node until the first write; send them now, as the upstream did.
     res.flushHeaders();
-    metrics.overhead.observe({ stage: 'first_byte' }, (performance.now() - gotHeaders + (sent - req.arrivedMs)) / 1000);
+    metrics.overhead.observe(
+      { stage: 'first_byte' },
+      (performance.now() - gotHeaders + (sent - req.arrivedMs)) / 1000,
+    );
 
     for await (const chunk of up.body as AsyncIterable<Buffer>) {
       const at = performance.now();
@@ -213,7 +244,10 @@ export async function relay(deps: RelayDeps, req: RelayRequest, res: ServerRespo
     if (!headersSeen) {
       const e = beforeFirstByte(kind, t);
       const body = JSON.stringify(e.toBody());
-      res.writeHead(e.status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body) });
+      res.writeHead(e.status, {
+        'content-type': 'application/json; charset=utf-8',
+        'content-length': Buffer.byteLength(body),
+      });
       res.end(body);
       return 'error';
     }

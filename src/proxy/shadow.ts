@@ -30,7 +30,12 @@ export interface ShadowServices {
 }
 
 /** Called with every shadow record (tests, and a future `confidence` extension on the relay). */
-export type RecordListener = (requestId: string, choice: number, record: TokenRecord, upstream?: UpstreamToken) => void;
+export type RecordListener = (
+  requestId: string,
+  choice: number,
+  record: TokenRecord,
+  upstream?: UpstreamToken,
+) => void;
 
 export interface ShadowOptions {
   metrics: ProxyMetrics;
@@ -38,6 +43,8 @@ export interface ShadowOptions {
   maxPendingTokens?: number;
   log: FastifyBaseLogger;
   onRecord?: RecordListener;
+  /** Called when a request's scoring has ended (its last record was published, or it was dropped). */
+  onFinished?: (requestId: string) => void;
 }
 
 export interface ShadowStart {
@@ -62,7 +69,8 @@ export class ShadowScorer {
   /** Starts scoring a request, or returns null (logged) when its prompt cannot be rendered locally. */
   start(s: ShadowStart): ShadowRequest | null {
     const { engine, telemetry, chat } = this.services;
-    const prompt = s.endpoint === 'chat_completions' ? chatPrompt(s.body, engine, chat) : completionPrompt(s.body, engine);
+    const prompt =
+      s.endpoint === 'chat_completions' ? chatPrompt(s.body, engine, chat) : completionPrompt(s.body, engine);
     if ('unscored' in prompt) {
       this.opts.log.info({ reason: prompt.unscored }, 'request relayed unscored');
       return null;
@@ -91,7 +99,10 @@ export class ShadowScorer {
     this.opts.metrics.tokenizerMismatch.inc();
     if (this.warnedMismatch) return;
     this.warnedMismatch = true;
-    this.opts.log.warn({ detail }, "the upstream's tokens differ from the local tokenizer's; scoring re-tokenized text");
+    this.opts.log.warn(
+      { detail },
+      "the upstream's tokens differ from the local tokenizer's; scoring re-tokenized text",
+    );
   }
 }
 
@@ -181,6 +192,7 @@ export class ShadowRequest {
       outcome,
       error,
     );
+    this.scorer.opts.onFinished?.(this.requestId);
   }
 
   private async closeSessions(): Promise<void> {
@@ -249,7 +261,9 @@ export class ShadowRequest {
         const up = q.tok.upstream;
         if (up?.logprob !== undefined) metrics.logprobGap.observe(r.logprob - up.logprob);
         if (up?.topLogprobs && up.topLogprobs.length > 0) {
-          metrics.upstreamEntropyLowerBound.observe(up.topLogprobs.reduce((h, lp) => h - Math.exp(lp) * lp, 0));
+          metrics.upstreamEntropyLowerBound.observe(
+            up.topLogprobs.reduce((h, lp) => h - Math.exp(lp) * lp, 0),
+          );
         }
         this.rt.token(r);
         onRecord?.(this.requestId, c.index, r, up);

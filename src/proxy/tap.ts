@@ -31,7 +31,11 @@ function decoder(encoding: string | undefined): Gunzip | null {
   }
 }
 
-export function bodyTap(shadow: ShadowRequest, contentType: string, contentEncoding: string | undefined): BodyTap {
+export function bodyTap(
+  shadow: ShadowRequest,
+  contentType: string,
+  contentEncoding: string | undefined,
+): BodyTap {
   const sse = contentType.toLowerCase().includes('text/event-stream');
   let onPlain: (b: Uint8Array) => void;
   let onPlainEnd: () => void;
