@@ -14,7 +14,9 @@ import { recordingEngine, type RecordingEngine } from './helpers/recording-score
 import { sharedDir } from './helpers/shared.ts';
 
 const dir = join(sharedDir(), 'sse-captures');
-const files = readdirSync(dir).filter((f) => f.endsWith('.sse')).sort();
+const files = readdirSync(dir)
+  .filter((f) => f.endsWith('.sse'))
+  .sort();
 
 /** The naive reading: per choice index, the concatenated content (chat) or text (legacy). */
 function expectedTexts(bytes: Buffer): { texts: Map<number, string>; legacy: boolean } {

@@ -31,7 +31,10 @@ describe('SseParser, hand-derived cases', () => {
   });
   it('joins data lines with LF; event and id fields; comments ignored', () => {
     const p = new SseParser();
-    const evs = [...p.push(enc.encode(': keep-alive\nevent: error\nid: 7\ndata: x\ndata: y\n\n')), ...p.end()];
+    const evs = [
+      ...p.push(enc.encode(': keep-alive\nevent: error\nid: 7\ndata: x\ndata: y\n\n')),
+      ...p.end(),
+    ];
     expect(evs).toEqual([{ event: 'error', data: 'x\ny', id: '7' }]);
     expect(p.comments).toBe(1);
   });
@@ -66,7 +69,11 @@ describe('openai-stream interpretation', () => {
       kind: 'chunk',
       choices: [{ index: 1, text: 'hi', finishReason: 'stop' }],
     });
-    expect(ev('{"choices":[{"index":0,"text":"x","logprobs":{"tokens":["x"],"token_logprobs":[-0.5],"top_logprobs":[{"x":-0.5,"y":-1}]}}]}')).toEqual({
+    expect(
+      ev(
+        '{"choices":[{"index":0,"text":"x","logprobs":{"tokens":["x"],"token_logprobs":[-0.5],"top_logprobs":[{"x":-0.5,"y":-1}]}}]}',
+      ),
+    ).toEqual({
       kind: 'chunk',
       choices: [{ index: 0, text: 'x', tokens: [{ token: 'x', logprob: -0.5, topLogprobs: [-0.5, -1] }] }],
     });
@@ -90,7 +97,9 @@ function indexCounts(dir: string): Map<string, number> {
 
 describe('SseParser on the recorded streams', () => {
   const dir = join(sharedDir(), 'sse-captures');
-  const files = readdirSync(dir).filter((f) => f.endsWith('.sse')).sort();
+  const files = readdirSync(dir)
+    .filter((f) => f.endsWith('.sse'))
+    .sort();
   const counts = indexCounts(dir);
   it('finds the 25 captures and their counts', () => {
     expect(files.length).toBe(25);

@@ -59,10 +59,11 @@ export class TokenIndex {
     const ids = this.index().get(hex(bytes));
     if (!ids) return undefined;
     if (ids.length === 1 || t.token === undefined) return ids[0];
-    // Several ids spell the same bytes (byte-fallback tokens beside merged ones): take the one the
-    // tokenizer itself produces for that text.
+    // Several ids spell the same bytes (a byte-fallback token beside a merged one): take the one
+    // the tokenizer itself produces for that text (a SentencePiece dummy prefix may come before
+    // it), else the last: byte-fallback tokens come first in the vocabularies that have them.
     const own = this.encode(t.token);
-    return own.length === 1 && ids.includes(own[0]!) ? own[0] : ids[0];
+    return ids.find((id) => own.includes(id)) ?? ids[ids.length - 1];
   }
 
   private index(): Map<string, number[]> {

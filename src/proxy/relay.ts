@@ -6,7 +6,8 @@
 // request at once. Every fault is counted (llm_upstream_errors_total{kind}) and logged.
 
 import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
-import { context, propagation, SpanKind, trace, type Span, type Tracer } from '@opentelemetry/api';
+import { context, defaultTextMapSetter, SpanKind, trace, type Span, type Tracer } from '@opentelemetry/api';
+import { W3CTraceContextPropagator } from '@opentelemetry/core';
 import type { FastifyBaseLogger } from 'fastify';
 import type { Dispatcher } from 'undici';
 import { ApiError } from '../server/errors.ts';
@@ -86,6 +87,7 @@ function forwardable(
   return out;
 }
 
+const w3c = new W3CTraceContextPropagator();
 const CLIENT_GONE = new Error('the client closed the connection');
 const TOTAL_TIMEOUT = new Error('the total timeout ran out');
 
@@ -174,7 +176,7 @@ export async function relay(deps: RelayDeps, req: RelayRequest, res: ServerRespo
     parent,
   );
   // The client's own traceparent is replaced by ours, whose parent it is: one trace end to end.
-  if (req.span) propagation.inject(trace.setSpan(parent, span), headers);
+  if (req.span) w3c.inject(trace.setSpan(parent, span), headers, defaultTextMapSetter);
 
   let headersSeen = false;
   let lastBytes = '';
