@@ -180,6 +180,7 @@ export async function relay(deps: RelayDeps, req: RelayRequest, res: ServerRespo
 
   let headersSeen = false;
   let lastBytes = '';
+  let isSse = false;
   let tap: BodyTap | null = null;
   const sent = performance.now();
   try {
@@ -209,6 +210,7 @@ export async function relay(deps: RelayDeps, req: RelayRequest, res: ServerRespo
     const out = forwardable(up.headers, true);
     const overheadMs = sent - req.arrivedMs + (performance.now() - gotHeaders);
     out['x-confidence-sidecar-overhead-ms'] = overheadMs.toFixed(3);
+    isSse = String(up.headers['content-type'] ?? '').includes('text/event-stream');
     res.writeHead(up.statusCode, out);
     // Headers are buffered by Node until the first write; send them now, as the upstream did.
     res.flushHeaders();
@@ -253,8 +255,7 @@ export async function relay(deps: RelayDeps, req: RelayRequest, res: ServerRespo
       res.end(body);
       return 'error';
     }
-    const type = String(res.getHeader('content-type') ?? '');
-    if (type.includes('text/event-stream') && !res.writableEnded && !res.destroyed) {
+    if (isSse && !res.writableEnded && !res.destroyed) {
       // An event cut off mid-way is closed first, so the error event parses on its own.
       const sep = /(\n\n|\r\r|\r\n\r\n)$/.test(lastBytes) || lastBytes === '' ? '' : '\n\n';
       res.end(`${sep}data: ${JSON.stringify(inStreamError(kind, t).toBody())}\n\ndata: [DONE]\n\n`);
