@@ -27,11 +27,13 @@ export interface AlignedToken {
 
 const hex = (b: Uint8Array | number[]) => Buffer.from(b).toString('hex');
 const utf8 = new TextEncoder();
+const ANCHOR = '\n';
 
 /** Reverse lookup from a token's bytes to its id, built once per tokenizer. */
 export class TokenIndex {
   private byBytes: Map<string, number[]> | null = null;
   readonly segmentSafe: boolean;
+  private anchor: number[] | null = null;
 
   constructor(private readonly tok: AlignTokenizer) {
     const e = (s: string) => tok.encode(s, { addSpecialTokens: false });
@@ -48,6 +50,19 @@ export class TokenIndex {
 
   encode(text: string): number[] {
     return text === '' ? [] : this.tok.encode(text, { addSpecialTokens: false });
+  }
+
+  /**
+   * The ids of `text` as the continuation of a sequence, not the start of a document: for
+   * tokenizers that prefix a document with a dummy space, the text is encoded after an anchor
+   * ("\n", which no merge crosses) whose own ids are then dropped.
+   */
+  encodeContinuation(text: string): number[] {
+    if (this.segmentSafe || text === '') return this.encode(text);
+    this.anchor ??= this.encode(ANCHOR);
+    const all = this.encode(ANCHOR + text);
+    const a = this.anchor;
+    return a.every((id, i) => all[i] === id) ? all.slice(a.length) : this.encode(text);
   }
 
   /** The local id of an upstream token, or undefined when no local token has its bytes. */
@@ -159,9 +174,9 @@ export class ChoiceAligner {
   private encodeSegment(segment: string): number[] {
     if (this.index.segmentSafe) return this.index.encode(segment);
     const before = this.textIds;
-    const all = this.index.encode(this.textBase + segment);
+    const all = this.index.encodeContinuation(this.textBase + segment);
     const extends_ = before.every((id, i) => all[i] === id);
-    const ids = extends_ ? all.slice(before.length) : this.index.encode(segment);
+    const ids = extends_ ? all.slice(before.length) : this.index.encodeContinuation(segment);
     this.textIds = extends_ ? all : [...before, ...ids];
     this.textBase += segment;
     return ids;
