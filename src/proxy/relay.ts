@@ -10,6 +10,7 @@ import { context, defaultTextMapSetter, SpanKind, trace, type Span, type Tracer 
 import { W3CTraceContextPropagator } from '@opentelemetry/core';
 import type { FastifyBaseLogger } from 'fastify';
 import type { Dispatcher } from 'undici';
+type DispatchController = Dispatcher.DispatchController;
 import { ApiError } from '../server/errors.ts';
 import type { ProxyMetrics, UpstreamErrorKind } from './metrics.ts';
 import type { BodyTap } from './tap.ts';
@@ -92,8 +93,8 @@ const CLIENT_GONE = new Error('the client closed the connection');
 const TOTAL_TIMEOUT = new Error('the total timeout ran out');
 
 /** What went wrong, from undici's error codes. */
-function classify(err: unknown, signal: AbortSignal, headersSeen: boolean): UpstreamErrorKind {
-  if (signal.aborted) return signal.reason === TOTAL_TIMEOUT ? 'total_timeout' : 'client_abort';
+function classify(err: unknown, aborted: Error | null, headersSeen: boolean): UpstreamErrorKind {
+  if (aborted) return aborted === TOTAL_TIMEOUT ? 'total_timeout' : 'client_abort';
   const code = (err as { code?: string }).code;
   if (code === 'UND_ERR_CONNECT_TIMEOUT') return 'connect_timeout';
   if (code === 'UND_ERR_HEADERS_TIMEOUT') return 'first_byte_timeout';
@@ -134,31 +135,12 @@ function inStreamError(kind: UpstreamErrorKind, t: Timeouts): ApiError {
   );
 }
 
-function write(res: ServerResponse, b: Uint8Array, signal: AbortSignal): Promise<void> | null {
-  if (res.write(b)) return null;
-  return new Promise((resolve) => {
-    const done = () => {
-      res.off('drain', done);
-      res.off('close', done);
-      signal.removeEventListener('abort', done);
-      resolve();
-    };
-    res.on('drain', done);
-    res.on('close', done);
-    signal.addEventListener('abort', done);
-  });
-}
+/** How the upstream exchange ended, as the dispatch handler saw it. */
+type Ending = { ok: true } | { ok: false; err: Error };
 
 /** Relays one request; resolves when the client's response has ended, with how it ended. */
 export async function relay(deps: RelayDeps, req: RelayRequest, res: ServerResponse): Promise<RelayOutcome> {
   const { metrics, timeouts: t } = deps;
-  const abort = new AbortController();
-  const onClientClose = () => {
-    if (!res.writableFinished) abort.abort(CLIENT_GONE);
-  };
-  res.on('close', onClientClose);
-  const total = t.totalMs > 0 ? setTimeout(() => abort.abort(TOTAL_TIMEOUT), t.totalMs) : null;
-
   const headers = forwardable(req.headers, false);
   if (deps.apiKey) headers.authorization = `Bearer ${deps.apiKey}`;
   const parent = req.span ? trace.setSpan(context.active(), req.span) : context.active();
@@ -170,7 +152,7 @@ export async function relay(deps: RelayDeps, req: RelayRequest, res: ServerRespo
         'http.request.method': req.method,
         'server.address': deps.upstream.hostname,
         'server.port': Number(deps.upstream.port || (deps.upstream.protocol === 'https:' ? 443 : 80)),
-        'url.full': new URL(req.url, deps.upstream).href,
+        'url.full': deps.upstream.origin + req.url,
       },
     },
     parent,
@@ -179,90 +161,142 @@ export async function relay(deps: RelayDeps, req: RelayRequest, res: ServerRespo
   if (req.span) w3c.inject(trace.setSpan(parent, span), headers, defaultTextMapSetter);
 
   let headersSeen = false;
-  let lastBytes = '';
   let isSse = false;
+  /** The last two chunks written, to tell whether the client's stream stopped inside an event. */
+  let last: Buffer | null = null;
+  let beforeLast: Buffer | null = null;
   let tap: BodyTap | null = null;
+  let controller: DispatchController | null = null;
+  let abortReason: Error | null = null;
+  const chunkOverhead = metrics.overhead.labels('chunk');
+  const abort = (reason: Error) => {
+    if (abortReason) return;
+    abortReason = reason;
+    controller?.abort(reason);
+  };
+  const onClientClose = () => {
+    if (!res.writableFinished) abort(CLIENT_GONE);
+  };
+  res.on('close', onClientClose);
+  const total = t.totalMs > 0 ? setTimeout(() => abort(TOTAL_TIMEOUT), t.totalMs) : null;
   const sent = performance.now();
-  try {
-    const up = await deps.pool.request({
-      origin: deps.upstream.origin,
-      path: req.url,
-      method: req.method as Dispatcher.HttpMethod,
-      headers,
-      body: req.body && req.body.length > 0 ? req.body : null,
-      signal: abort.signal,
-      headersTimeout: t.firstByteMs,
-      bodyTimeout: t.idleMs,
-    });
-    const gotHeaders = performance.now();
-    headersSeen = true;
-    metrics.upstreamTtfb.observe((gotHeaders - sent) / 1000);
-    metrics.upstreamRequests.inc({ code: String(up.statusCode) });
-    span.setAttribute('http.response.status_code', up.statusCode);
-    if (up.statusCode >= 400) {
-      metrics.upstreamErrors.inc({ kind: 'status' });
-      req.log.info(
-        { upstream_status: up.statusCode },
-        'upstream answered with an error status; passed through',
-      );
-    }
-    tap = up.statusCode < 400 ? (req.tap?.(up.statusCode, up.headers) ?? null) : null;
-    const out = forwardable(up.headers, true);
-    const overheadMs = sent - req.arrivedMs + (performance.now() - gotHeaders);
-    out['x-confidence-sidecar-overhead-ms'] = overheadMs.toFixed(3);
-    isSse = String(up.headers['content-type'] ?? '').includes('text/event-stream');
-    res.writeHead(up.statusCode, out);
-    // Headers are buffered by Node until the first write; send them now, as the upstream did.
-    res.flushHeaders();
-    metrics.overhead.observe(
-      { stage: 'first_byte' },
-      (performance.now() - gotHeaders + (sent - req.arrivedMs)) / 1000,
-    );
 
-    for await (const chunk of up.body as AsyncIterable<Buffer>) {
-      const at = performance.now();
-      const wait = write(res, chunk, abort.signal);
-      metrics.overhead.observe({ stage: 'chunk' }, (performance.now() - at) / 1000);
-      lastBytes = (lastBytes + chunk.subarray(Math.max(0, chunk.length - 4)).toString('latin1')).slice(-4);
-      tap?.chunk(chunk);
-      if (wait) await wait;
-      if (abort.signal.aborted) throw abort.signal.reason;
-    }
+  // undici's dispatch handler is the lowest-overhead path: each body chunk is written to the
+  // client in the callback that delivers it, and backpressure pauses the upstream socket.
+  const ending = await new Promise<Ending>((resolve) => {
+    deps.pool.dispatch(
+      {
+        origin: deps.upstream.origin,
+        path: req.url,
+        method: req.method as Dispatcher.HttpMethod,
+        headers,
+        body: req.body && req.body.length > 0 ? req.body : null,
+        headersTimeout: t.firstByteMs,
+        bodyTimeout: t.idleMs,
+      },
+      {
+        onRequestStart(c) {
+          controller = c;
+          if (abortReason) c.abort(abortReason);
+        },
+        onResponseStart(c, status, upHeaders) {
+          if (status < 200) return; // 1xx informational: the final response follows
+          const gotHeaders = performance.now();
+          headersSeen = true;
+          metrics.upstreamTtfb.observe((gotHeaders - sent) / 1000);
+          metrics.upstreamRequests.inc({ code: String(status) });
+          span.setAttribute('http.response.status_code', status);
+          if (status >= 400) {
+            metrics.upstreamErrors.inc({ kind: 'status' });
+            req.log.info(
+              { upstream_status: status },
+              'upstream answered with an error status; passed through',
+            );
+          }
+          isSse = String(upHeaders['content-type'] ?? '').includes('text/event-stream');
+          try {
+            tap = status < 400 ? (req.tap?.(status, upHeaders) ?? null) : null;
+          } catch (err) {
+            req.log.warn({ err }, 'shadow scoring could not read this response; relaying unscored');
+          }
+          const out = forwardable(upHeaders, true);
+          const before = sent - req.arrivedMs;
+          out['x-confidence-sidecar-overhead-ms'] = (before + (performance.now() - gotHeaders)).toFixed(3);
+          res.writeHead(status, out);
+          // Node holds the headers until the first body write; the upstream sent them, so do we.
+          res.flushHeaders();
+          metrics.overhead.observe(
+            { stage: 'first_byte' },
+            (before + (performance.now() - gotHeaders)) / 1000,
+          );
+        },
+        onResponseData(c, chunk) {
+          const at = performance.now();
+          if (!res.write(chunk)) {
+            c.pause();
+            res.once('drain', () => c.resume());
+          }
+          chunkOverhead.observe((performance.now() - at) / 1000);
+          beforeLast = last;
+          last = chunk;
+          // The scorer reads what the client already has; its failures are its own.
+          if (tap) {
+            try {
+              tap.chunk(chunk);
+            } catch (err) {
+              tap = null;
+              req.log.warn({ err }, 'shadow scoring failed on this response; relaying unscored');
+            }
+          }
+        },
+        onResponseEnd() {
+          resolve({ ok: true });
+        },
+        onResponseError(_c, err) {
+          resolve({ ok: false, err });
+        },
+      },
+    );
+  });
+  if (total) clearTimeout(total);
+  res.off('close', onClientClose);
+
+  if (ending.ok) {
     res.end();
     span.end();
-    await tap?.end();
+    await (tap as BodyTap | null)?.end();
     return 'success';
-  } catch (err) {
-    const kind = classify(err, abort.signal, headersSeen);
-    metrics.upstreamErrors.inc({ kind });
-    if (!headersSeen) metrics.upstreamRequests.inc({ code: 'error' });
-    span.recordException(err as Error);
-    span.setStatus({ code: 2, message: kind });
-    span.end();
-    if (kind === 'client_abort') {
-      req.log.info({ kind }, 'client went away; upstream request aborted');
-      res.destroy();
-      return 'aborted';
-    }
-    req.log.warn({ kind, err }, 'upstream fault');
-    if (!headersSeen) {
-      const e = beforeFirstByte(kind, t);
-      const body = JSON.stringify(e.toBody());
-      res.writeHead(e.status, {
-        'content-type': 'application/json; charset=utf-8',
-        'content-length': Buffer.byteLength(body),
-      });
-      res.end(body);
-      return 'error';
-    }
-    if (isSse && !res.writableEnded && !res.destroyed) {
-      // An event cut off mid-way is closed first, so the error event parses on its own.
-      const sep = /(\n\n|\r\r|\r\n\r\n)$/.test(lastBytes) || lastBytes === '' ? '' : '\n\n';
-      res.end(`${sep}data: ${JSON.stringify(inStreamError(kind, t).toBody())}\n\ndata: [DONE]\n\n`);
-    } else res.destroy();
-    return 'error';
-  } finally {
-    if (total) clearTimeout(total);
-    res.off('close', onClientClose);
   }
+  const err = ending.err;
+  const kind = classify(err, abortReason, headersSeen);
+  metrics.upstreamErrors.inc({ kind });
+  if (!headersSeen) metrics.upstreamRequests.inc({ code: 'error' });
+  span.recordException(err);
+  span.setStatus({ code: 2, message: kind });
+  span.end();
+  if (kind === 'client_abort') {
+    req.log.info({ kind }, 'client went away; upstream request aborted');
+    res.destroy();
+    return 'aborted';
+  }
+  req.log.warn({ kind, err }, 'upstream fault');
+  if (!headersSeen) {
+    const e = beforeFirstByte(kind, t);
+    const body = JSON.stringify(e.toBody());
+    res.writeHead(e.status, {
+      'content-type': 'application/json; charset=utf-8',
+      'content-length': Buffer.byteLength(body),
+    });
+    res.end(body);
+    return 'error';
+  }
+  if (isSse && !res.writableEnded && !res.destroyed) {
+    // An event cut off mid-way is closed first, so the error event parses on its own.
+    const tail = Buffer.concat([beforeLast ?? Buffer.alloc(0), last ?? Buffer.alloc(0)])
+      .subarray(-4)
+      .toString('latin1');
+    const sep = tail === '' || /(\n\n|\r\r|\r\n\r\n)$/.test(tail) ? '' : '\n\n';
+    res.end(`${sep}data: ${JSON.stringify(inStreamError(kind, t).toBody())}\n\ndata: [DONE]\n\n`);
+  } else res.destroy();
+  return 'error';
 }
