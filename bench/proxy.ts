@@ -58,7 +58,14 @@ async function runPipeRole(upstream: string): Promise<void> {
   const target = new URL(upstream);
   const server = createServer((req, res) => {
     const up = httpRequest(
-      { host: target.hostname, port: target.port, path: req.url, method: req.method, headers: req.headers, agent },
+      {
+        host: target.hostname,
+        port: target.port,
+        path: req.url,
+        method: req.method,
+        headers: req.headers,
+        agent,
+      },
       (ur) => {
         res.writeHead(ur.statusCode ?? 502, ur.headers);
         ur.pipe(res);
@@ -70,7 +77,10 @@ async function runPipeRole(upstream: string): Promise<void> {
 }
 
 function child(args: string[]): Promise<{ proc: ChildProcess; url: string }> {
-  const prof = process.env.BENCH_PROXY_PROFILE && args.includes('proxy') ? ['--cpu-prof', '--cpu-prof-dir=/tmp/proxy-prof'] : [];
+  const prof =
+    process.env.BENCH_PROXY_PROFILE && args.includes('proxy')
+      ? ['--cpu-prof', '--cpu-prof-dir=/tmp/proxy-prof']
+      : [];
   const proc = fork(fileURLToPath(import.meta.url), args, { execArgv: ['--import', 'tsx', ...prof] });
   return new Promise((resolve, reject) => {
     proc.once('message', (m: { port: number }) => resolve({ proc, url: `http://127.0.0.1:${m.port}` }));
@@ -81,9 +91,17 @@ function child(args: string[]): Promise<{ proc: ChildProcess; url: string }> {
 // --- client measurements ----------------------------------------------------------------------
 
 /** One streamed request: ttfb (ms) and each chunk's latency (ms) from its upstream stamp. */
-async function oneStream(pool: Pool, path: string): Promise<{ ttfb: number; chunks: number[]; bytes: number }> {
+async function oneStream(
+  pool: Pool,
+  path: string,
+): Promise<{ ttfb: number; chunks: number[]; bytes: number }> {
   const t0 = performance.now();
-  const res = await pool.request({ path, method: 'POST', body: '{"model":"m","prompt":"x","stream":true}', headers: { 'content-type': 'application/json' } });
+  const res = await pool.request({
+    path,
+    method: 'POST',
+    body: '{"model":"m","prompt":"x","stream":true}',
+    headers: { 'content-type': 'application/json' },
+  });
   const ttfb = performance.now() - t0;
   const chunks: number[] = [];
   let bytes = 0;
@@ -104,11 +122,17 @@ async function oneStream(pool: Pool, path: string): Promise<{ ttfb: number; chun
 }
 
 async function latency(direct: Pool, proxied: Pool, reps: number) {
-  const r = { direct: { ttfb: [] as number[], chunk: [] as number[] }, proxy: { ttfb: [] as number[], chunk: [] as number[] } };
+  const r = {
+    direct: { ttfb: [] as number[], chunk: [] as number[] },
+    proxy: { ttfb: [] as number[], chunk: [] as number[] },
+  };
   const path = '/v1/completions?n=16&gap=2&size=200';
   for (let i = 0; i < 5; i++) await Promise.all([oneStream(direct, path), oneStream(proxied, path)]); // warm-up
   for (let i = 0; i < reps; i++) {
-    for (const [name, pool] of [['direct', direct], ['proxy', proxied]] as const) {
+    for (const [name, pool] of [
+      ['direct', direct],
+      ['proxy', proxied],
+    ] as const) {
       const s = await oneStream(pool, path);
       r[name].ttfb.push(s.ttfb);
       r[name].chunk.push(...s.chunks);
@@ -127,14 +151,27 @@ async function throughput(pool: Pool, streams: number, path: string): Promise<nu
 export async function scoring(): Promise<void> {
   const { demoModelDir } = await import('../src/demo/index.ts');
   const { createEngine } = await import('../src/runtime/index.ts');
-  const engine = await createEngine({ model: await demoModelDir('gpt2-small'), watched: { entropy: [], frequency: [] } });
-  const prompt = engine.encode('Once upon a time there was a little dog who lived in a small house by the sea.');
+  const engine = await createEngine({
+    model: await demoModelDir('gpt2-small'),
+    watched: { entropy: [], frequency: [] },
+  });
+  const prompt = engine.encode(
+    'Once upon a time there was a little dog who lived in a small house by the sea.',
+  );
   const N = Number(process.env.BENCH_SCORE_TOKENS ?? 16);
   const ids = Array.from({ length: N }, (_, i) => prompt[i % prompt.length]!);
   const decode = async () => {
     const t0 = performance.now();
     let n = 0;
-    const params = { maxTokens: N, temperature: 0, topP: 1, topK: 0, stop: [], topLogprobs: 0, stopAtEos: false };
+    const params = {
+      maxTokens: N,
+      temperature: 0,
+      topP: 1,
+      topK: 0,
+      stop: [],
+      topLogprobs: 0,
+      stopAtEos: false,
+    };
     for await (const _ of engine.generate({ promptIds: prompt, params })) n++;
     return n / ((performance.now() - t0) / 1000);
   };
@@ -158,10 +195,14 @@ export async function scoring(): Promise<void> {
     [`1 stream, ${N} tokens/extend`, await score(1, N)],
   ];
   await engine.close();
-  console.log(`  shadow scoring, GPT-2-small-sized demo model, ${N} completion tokens after a ${prompt.length}-token prompt:`);
-  console.log(`    single-stream decode          ${dm.toFixed(1).padStart(8)} tok/s`);
+  console.log(
+    `  shadow scoring, GPT-2-small-sized demo model, ${N} completion tokens after a ${prompt.length}-token prompt:`,
+  );
+  console.log(`    single-stream decode                 ${dm.toFixed(1).padStart(8)} tok/s`);
   for (const [what, v] of rows)
-    console.log(`    scoring, ${what.padEnd(22)}${v.toFixed(1).padStart(8)} tok/s  (${(v / dm).toFixed(2)}x decode; target >= 5x)`);
+    console.log(
+      `    scoring, ${what.padEnd(29)}${v.toFixed(1).padStart(8)} tok/s  (${(v / dm).toFixed(2)}x decode; target >= 5x)`,
+    );
 }
 
 export async function benchProxy(opts: { reps?: number; scoring?: boolean } = {}): Promise<void> {
@@ -176,7 +217,7 @@ export async function benchProxy(opts: { reps?: number; scoring?: boolean } = {}
     const l = await latency(direct, proxied, opts.reps ?? 40);
     const row = (what: string, d: number[], p: number[], target: string) =>
       console.log(
-        `  ${what.padEnd(22)} direct ${median(d).toFixed(3).padStart(8)} ms   proxy ${median(p).toFixed(3).padStart(8)} ms   added ${(median(p) - median(d)).toFixed(3).padStart(7)} ms  (${target})`,
+        `  ${what.padEnd(29)} direct ${median(d).toFixed(3).padStart(8)} ms   proxy ${median(p).toFixed(3).padStart(8)} ms   added ${(median(p) - median(d)).toFixed(3).padStart(7)} ms  (${target})`,
       );
     row('time to first byte', l.direct.ttfb, l.proxy.ttfb, 'target < 1 ms');
     row('per-chunk latency', l.direct.chunk, l.proxy.chunk, 'target < 0.2 ms');

@@ -7,8 +7,10 @@ import type { ServerEngine } from '../server/app.ts';
 import { buildProxyServer, type ProxyServerOptions } from './app.ts';
 import { shadowTelemetry } from './telemetry.ts';
 
-export interface RunProxyOptions
-  extends Pick<ProxyServerOptions, 'upstream' | 'timeouts' | 'upstreamApiKey' | 'maxPendingTokens' | 'shutdownGraceMs'> {
+export interface RunProxyOptions extends Pick<
+  ProxyServerOptions,
+  'upstream' | 'timeouts' | 'upstreamApiKey' | 'maxPendingTokens' | 'shutdownGraceMs'
+> {
   host: string;
   port: number;
   /** Loads the local model; null = relay only. */
