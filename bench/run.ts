@@ -1,4 +1,4 @@
-// `npm run bench [-- --model DIR ...] [--sizes tiny,gpt2-small] [--tokens N] [--prompt-tokens N] [--reps N]`
+// `npm run bench [-- --model DIR ...] [--sizes tiny,gpt2-small] [--tokens N] [--prompt-tokens N] [--reps N] [--proxy]`
 //
 // Measures, side by side in one process and with interleaved repetitions (A B C A B C ...) so
 // that machine noise hits every variant alike:
@@ -29,6 +29,8 @@ const { values } = parseArgs({
     tokens: { type: 'string', default: '64' },
     'prompt-tokens': { type: 'string', default: '32' },
     reps: { type: 'string', default: '5' },
+    /** Also run the proxy-mode bench (bench/proxy.ts); `--sizes ''` skips the model benches. */
+    proxy: { type: 'boolean', default: false },
   },
 });
 const TOKENS = Number(values.tokens);
@@ -173,3 +175,4 @@ for (const size of String(values.sizes).split(',').filter(Boolean)) {
 }
 for (const m of values.model ?? []) models.push([m, m]);
 for (const [label, dir] of models) await benchModel(label, dir);
+if (values.proxy) await (await import('./proxy.ts')).benchProxy();

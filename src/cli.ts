@@ -7,6 +7,7 @@ import { runGenerate, runScore } from './commands/generate.ts';
 import { runDemoModel } from './commands/demo-model.ts';
 import { runAnalyze, runCountUnigrams } from './commands/analyze.ts';
 import { runServe } from './commands/serve.ts';
+import { PROXY_FLAGS, PROXY_USAGE, runProxyCommand } from './commands/proxy.ts';
 
 type Options = NonNullable<ParseArgsConfig['options']>;
 
@@ -107,6 +108,12 @@ const COMMANDS: Record<string, Command> = {
       'max-interventions': { type: 'string', default: '256' },
     },
     run: runServe,
+  },
+  proxy: {
+    summary: 'front an OpenAI-compatible upstream, relay it byte for byte and score its tokens in the shadow',
+    usage: PROXY_USAGE,
+    options: { ...COMMON, ...PROXY_FLAGS },
+    run: runProxyCommand,
   },
 };
 

@@ -30,6 +30,14 @@ const CATALOGUE = {
   route_not_found: { status: 404, type: 'not_found_error' },
   rate_limit_exceeded: { status: 429, type: 'rate_limit_error' },
   model_not_ready: { status: 503, type: 'server_error' },
+  /** Proxy mode: the upstream's neurons are out of reach, so interventions cannot apply. */
+  interventions_unavailable: { status: 409, type: 'invalid_request_error' },
+  interventions_not_supported: { status: 400, type: 'invalid_request_error' },
+  /** Proxy mode: the upstream refused the connection, or failed before its first byte. */
+  upstream_unreachable: { status: 502, type: 'server_error' },
+  upstream_timeout: { status: 504, type: 'server_error' },
+  /** Proxy mode, in-stream only: the upstream connection failed after the response began. */
+  upstream_stream_failed: { status: 502, type: 'server_error' },
   server_shutting_down: { status: 503, type: 'server_error' },
   internal_error: { status: 500, type: 'server_error' },
 } as const satisfies Record<string, { status: number; type: OpenAIErrorType }>;

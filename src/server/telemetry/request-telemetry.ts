@@ -16,6 +16,8 @@ export type RequestOutcome = 'success' | 'aborted' | 'error';
 export interface RequestTelemetry {
   /** For log lines: the request span's trace id, or the caller's when only they trace; else null. */
   readonly traceId: string | null;
+  /** The request's SERVER span, when there is one (proxy mode parents its upstream CLIENT span on it). */
+  readonly span?: Span;
   token(t: GeneratedToken): void;
   end(summary: GenerationSummary, outcome: RequestOutcome, error?: Error): void;
 }
@@ -82,7 +84,7 @@ export class LiveRequest implements RequestTelemetry {
     private readonly deps: RequestDeps,
     private readonly requestId: string,
     private readonly endpoint: Endpoint,
-    private readonly span: Span,
+    readonly span: Span,
     activeInterventions: readonly string[],
   ) {
     this.startedMs = deps.clock.monotonicMs();
