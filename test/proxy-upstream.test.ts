@@ -204,6 +204,14 @@ describe('proxy in front of serve mode', () => {
     expect(ready).toMatchObject({ status: 'ready', scoring: { state: 'live' } });
   });
 
+  it('serves the operator console itself at GET / (not relayed upstream)', async () => {
+    const page = await fetch(`${proxy.url}/`);
+    expect(page.status).toBe(200);
+    expect(page.headers.get('content-type')).toMatch(/text\/html/);
+    expect(await page.text()).toMatch(/<script[^>]+src="\/console\/app\.js"/);
+    expect((await fetch(`${proxy.url}/console/app.js`)).status).toBe(200);
+  });
+
   it('relays /v1/models and unscored routes untouched', async () => {
     const direct = await rawRequest(`${upstream.url}/v1/models`, null, {}, 'GET');
     const via = await rawRequest(`${proxy.url}/v1/models`, null, {}, 'GET');

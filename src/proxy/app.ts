@@ -16,6 +16,7 @@ import { ChatFormatter } from '../server/chat-template.ts';
 import { ApiError, toApiError } from '../server/errors.ts';
 import type { ServerContext } from '../server/routes/context.ts';
 import { registerNeuronRoutes } from '../server/routes/neurons.ts';
+import { registerConsoleRoutes } from '../server/routes/console.ts';
 import { globalTracer } from '../server/telemetry/tracing.ts';
 import { TokenIndex } from './aligner.ts';
 import { ProxyMetrics } from './metrics.ts';
@@ -188,6 +189,10 @@ export function buildProxyServer(opts: ProxyServerOptions): FastifyInstance {
     const shadow = telemetry?.registry ? await telemetry.registry.metrics() : '';
     return reply.type(metrics.registry.contentType).send(own + shadow);
   });
+
+  // The operator console: in proxy mode its prompt box goes upstream like any client, the live feed
+  // and the catalogue work, and its intervention controls get the 409 below.
+  registerConsoleRoutes(app);
 
   // /v1/neurons is serve mode's route on the local model; it reads only ready() and requireApiKey.
   registerNeuronRoutes(app, {
