@@ -293,7 +293,7 @@ function centre(v: Float64Array): void {
 }
 
 /** b = beta W_U + b_U [V] (zeros for RMSNorm without an unembedding bias). */
-function logitBias(w: LastLayerWeights): Float64Array {
+export function logitBias(w: LastLayerWeights): Float64Array {
   const V = w.vocabSize;
   const b = new Float64Array(V);
   if (w.unembedBias) for (let v = 0; v < V; v++) b[v] = w.unembedBias[v]!;
