@@ -121,8 +121,13 @@ export async function analyzeModel(
   const room = spec.maxPositions - (spec.bosTokenId !== null ? 1 : 0);
   const chunkTokens = Math.min(opts.chunkTokens, room);
   if (opts.corpusFiles.length && chunkTokens < 2)
-    throw new InvalidInputError(`the model's context (${spec.maxPositions} positions) is too short to calibrate on`, 'chunk');
-  const chunks = opts.corpusFiles.length ? corpusChunks(engine, opts.corpusFiles, chunkTokens, opts.maxChunks) : [];
+    throw new InvalidInputError(
+      `the model's context (${spec.maxPositions} positions) is too short to calibrate on`,
+      'chunk',
+    );
+  const chunks = opts.corpusFiles.length
+    ? corpusChunks(engine, opts.corpusFiles, chunkTokens, opts.maxChunks)
+    : [];
   const dMlp = spec.dMlp;
   const d = spec.dModel;
   const actSum = new Float64Array(dMlp);

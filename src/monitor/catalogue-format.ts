@@ -97,7 +97,14 @@ function screenLines(c: Catalogue): string[] {
         const n = c.neurons[v.index]!;
         const isFound = found.has(v.index);
         const isWeight = weight.has(n.address);
-        const flag = isFound && !isWeight ? 'causal only' : !isFound && isWeight ? 'weights only' : isFound ? 'found' : '';
+        const flag =
+          isFound && !isWeight
+            ? 'causal only'
+            : !isFound && isWeight
+              ? 'weights only'
+              : isFound
+                ? 'found'
+                : '';
         return [
           n.address,
           fmt(v.clampTo),

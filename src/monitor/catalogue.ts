@@ -98,13 +98,16 @@ export interface RoleInput {
  * a front beats it exactly when the front's largest rho (the largest norm among ties) does.
  */
 export function paretoFronts(items: readonly { norm: number; rho: number }[]): number[] {
-  const order = items.map((_, i) => i).sort((a, b) => items[b]!.norm - items[a]!.norm || items[b]!.rho - items[a]!.rho);
+  const order = items
+    .map((_, i) => i)
+    .sort((a, b) => items[b]!.norm - items[a]!.norm || items[b]!.rho - items[a]!.rho);
   const best: { rho: number; norm: number }[] = [];
   const front = new Array<number>(items.length);
   for (const i of order) {
     const p = items[i]!;
     let f = 0;
-    while (f < best.length && (best[f]!.rho > p.rho || (best[f]!.rho === p.rho && best[f]!.norm > p.norm))) f++;
+    while (f < best.length && (best[f]!.rho > p.rho || (best[f]!.rho === p.rho && best[f]!.norm > p.norm)))
+      f++;
     front[i] = f;
     if (f === best.length) best.push({ rho: p.rho, norm: p.norm });
     else if (p.rho > best[f]!.rho) best[f] = { rho: p.rho, norm: p.norm };
@@ -291,7 +294,8 @@ export function catalogueProblem(data: unknown): string | null {
     if (v !== undefined && (!isNum(v) || !Number.isInteger(v) || v < 0))
       return `"${key}" must be a non-negative integer when present`;
   }
-  if (data.rankTolerance !== undefined && !isNum(data.rankTolerance)) return '"rankTolerance" must be a number';
+  if (data.rankTolerance !== undefined && !isNum(data.rankTolerance))
+    return '"rankTolerance" must be a number';
   if (data.entropyRanking !== undefined && typeof data.entropyRanking !== 'string')
     return '"entropyRanking" must be a string';
   if (data.screen !== undefined && !isObj(data.screen)) return '"screen" must be an object';

@@ -78,7 +78,8 @@ const MAX_GRID = 129;
 /** Type-7 (linear interpolation) quantile of each column of acts [n, d_mlp]. */
 export function activationQuantiles(acts: ArrayLike<number>, dMlp: number, q: number): Float64Array {
   const n = acts.length / dMlp;
-  if (!Number.isInteger(n) || n < 1) throw new Error(`activationQuantiles: ${acts.length} values for d_mlp ${dMlp}`);
+  if (!Number.isInteger(n) || n < 1)
+    throw new Error(`activationQuantiles: ${acts.length} values for d_mlp ${dMlp}`);
   const out = new Float64Array(dMlp);
   const col = new Float64Array(n);
   const h = (n - 1) * q;
@@ -121,7 +122,8 @@ export function screenNeurons(data: CausalData, opts: ScreenOptions): ScreenSumm
   const { dModel: d, vocabSize: V, dMlp } = w;
   const n = data.nextIds.length;
   if (!data.mlpAct) throw new Error('screenNeurons: needs data.mlpAct');
-  if (opts.clampTo.length !== dMlp) throw new Error(`screenNeurons: ${opts.clampTo.length} clamp values for ${dMlp} neurons`);
+  if (opts.clampTo.length !== dMlp)
+    throw new Error(`screenNeurons: ${opts.clampTo.length} clamp values for ${dMlp} neurons`);
   const layerNorm = w.normType === 'layernorm';
   const wc = new Float64Array(dMlp * d);
   const wcSq = new Float64Array(dMlp);
@@ -168,7 +170,9 @@ export function screenNeurons(data: CausalData, opts: ScreenOptions): ScreenSumm
       let dot = 0;
       for (let k = 0; k < d; k++) dot += xc[k]! * wc[i * d + k]!;
       const delta = opts.clampTo[i]! - data.mlpAct[p * dMlp + i]!;
-      const sigmaNew = Math.sqrt(Math.max(0, xcSq + 2 * delta * dot + delta * delta * wcSq[i]!) / d + w.normEps);
+      const sigmaNew = Math.sqrt(
+        Math.max(0, xcSq + 2 * delta * dot + delta * delta * wcSq[i]!) / d + w.normEps,
+      );
       u[i] = Math.log(sigma / sigmaNew);
       uMin = Math.min(uMin, u[i]!);
       uMax = Math.max(uMax, u[i]!);
@@ -179,7 +183,9 @@ export function screenNeurons(data: CausalData, opts: ScreenOptions): ScreenSumm
   }
   const normPath = Array.from(sum, (s) => (positions ? s / positions : 0));
 
-  const byNormPath = normPath.map((_, i) => i).sort((a, b) => Math.abs(normPath[b]!) - Math.abs(normPath[a]!) || a - b);
+  const byNormPath = normPath
+    .map((_, i) => i)
+    .sort((a, b) => Math.abs(normPath[b]!) - Math.abs(normPath[a]!) || a - b);
   const shortlist = [...new Set([...byNormPath.slice(0, Math.max(0, opts.verify)), ...(opts.extra ?? [])])];
   const effects = causalEffects(
     data,
@@ -195,10 +201,15 @@ export function screenNeurons(data: CausalData, opts: ScreenOptions): ScreenSumm
       directDeltaEntropy: de,
       normMediatedDeltaEntropy: te - de,
       normMediatedShare:
-        Math.abs(te - de) + Math.abs(de) > MIN_DELTA ? Math.abs(te - de) / (Math.abs(te - de) + Math.abs(de)) : null,
+        Math.abs(te - de) + Math.abs(de) > MIN_DELTA
+          ? Math.abs(te - de) / (Math.abs(te - de) + Math.abs(de))
+          : null,
     };
   });
-  verified.sort((a, b) => Math.abs(b.normMediatedDeltaEntropy) - Math.abs(a.normMediatedDeltaEntropy) || a.index - b.index);
+  verified.sort(
+    (a, b) =>
+      Math.abs(b.normMediatedDeltaEntropy) - Math.abs(a.normMediatedDeltaEntropy) || a.index - b.index,
+  );
   const found = verified
     .filter((v) => v.normMediatedShare !== null && v.normMediatedShare >= MIN_SHARE)
     .slice(0, Math.max(0, opts.top))

@@ -178,7 +178,10 @@ export function liftAllOnesDirection(gram: Float64Array, d: number): Float64Arra
 }
 
 /** Eigenvalues (ascending) and unit eigenvectors (row j for value j) of a symmetric [d, d] matrix. */
-export function symmetricEigen(sym: Float64Array, d: number): { values: Float64Array; vectors: Float64Array } {
+export function symmetricEigen(
+  sym: Float64Array,
+  d: number,
+): { values: Float64Array; vectors: Float64Array } {
   const m = new Matrix(d, d);
   for (let r = 0; r < d; r++) for (let c = 0; c < d; c++) m.set(r, c, sym[r * d + c]!);
   const eig = new EigenvalueDecomposition(m, { assumeSymmetric: true });
