@@ -12,6 +12,7 @@ import { SafetensorsCheckpoint } from '../src/model/safetensors.ts';
 import type { LastLayerWeights } from '../src/model/types.ts';
 import { demoModelDir } from '../src/demo/index.ts';
 import { buildCatalogue, readCatalogue, writeCatalogue } from '../src/monitor/catalogue.ts';
+import { causalEffects, withCleanLogits } from '../src/monitor/causal.ts';
 import { scaledEntropy, screenNeurons } from '../src/monitor/screen.ts';
 import {
   computeWeightMetrics,
@@ -137,6 +138,27 @@ describe('causal screen', () => {
     // Hermite interpolation with exact slopes, step <= 0.05 in ln t: measured ~1e-7 nats.
     expect(worst).toBeLessThan(1e-6);
     expect(screen.verified.length).toBeGreaterThanOrEqual(3);
+  });
+
+  it('cached clean logits change nothing: causal effects and the screen are identical with and without', () => {
+    const w = lastLayerWeightsFromCheckpoint(fixture('makemore-anime'));
+    let s = 5;
+    const rand = () => (s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32 - 0.5;
+    const data = {
+      weights: w,
+      residuals: Float64Array.from({ length: 4 * w.dModel }, () => 3 * rand()),
+      mlpAct: Float32Array.from({ length: 4 * w.dMlp }, rand),
+      nextIds: [4, -1, 9, 2],
+    };
+    const cached = withCleanLogits(data);
+    const neurons = [0, 17, 200].map((index) => ({ index, ablateTo: 1.5 }));
+    expect(causalEffects(cached, neurons)).toEqual(causalEffects(data, neurons));
+    const opts = { quantile: 0.99, clampTo: new Float64Array(w.dMlp).fill(2), verify: 4, top: 2 };
+    const a = screenNeurons(data, opts);
+    const b = screenNeurons(cached, opts);
+    expect(b.verified).toEqual(a.verified);
+    for (let i = 0; i < w.dMlp; i++)
+      expect(b.normPathDeltaEntropy[i]).toBeCloseTo(a.normPathDeltaEntropy[i]!, 12);
   });
 
   it('scaledEntropy: the slope is the derivative of the entropy', () => {

@@ -12,7 +12,7 @@ import { readFileSync } from 'node:fs';
 import { InvalidInputError } from '../errors.ts';
 import type { ModelSource } from '../model/source.ts';
 import { buildCatalogue, type Catalogue } from './catalogue.ts';
-import { causalEffects, randomBaseline, type CausalData } from './causal.ts';
+import { causalEffects, randomBaseline, withCleanLogits, type CausalData } from './causal.ts';
 import { activationQuantiles, screenNeurons } from './screen.ts';
 import { countUnigrams, frequencyDirection, frequencyScores, readUnigramFile } from './frequency.ts';
 import { identityOf } from './catalogue-loader.ts';
@@ -199,13 +199,14 @@ export async function analyzeModel(
   if (!means || causalNext.length === 0) return { catalogue, baselineMedianFraction: null, unigramSource };
 
   // Causal verification of the candidates, then a random baseline, on the same positions.
-  const data: CausalData = {
+  // Clean logits once, for the verification, the baseline and the screen.
+  const data: CausalData = withCleanLogits({
     weights,
     residuals: Float64Array.from(causalRes),
     nextIds: causalNext,
     mlpAct: Float32Array.from(causalAct),
     ...(freq ? { fHat: freq.fHat } : {}),
-  };
+  });
   const candidates = [
     ...new Set([...catalogue.entropy, ...catalogue.frequency].map((a) => Number(a.split('.')[1]))),
   ];

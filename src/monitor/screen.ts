@@ -18,7 +18,7 @@
 // (the paper's split). The neurons with the largest norm-mediated effect, most of their effect
 // through the norm, are the entropy neurons found causally.
 
-import { causalEffects, logitBias, type CausalData } from './causal.ts';
+import { causalEffects, centredResidual, logitBias, type CausalData } from './causal.ts';
 
 export interface ScreenOptions {
   /** Clamp quantile of each neuron's own activations, e.g. 0.99. */
@@ -148,21 +148,17 @@ export function screenNeurons(data: CausalData, opts: ScreenOptions): ScreenSumm
   for (let p = 0; p < n; p++) {
     if (data.nextIds[p]! < 0) continue;
     positions++;
-    for (let k = 0; k < d; k++) xc[k] = data.residuals[p * d + k]!;
-    if (layerNorm) {
-      let mean = 0;
-      for (let k = 0; k < d; k++) mean += xc[k]!;
-      for (let k = 0; k < d; k++) xc[k] -= mean / d;
-    }
-    let xcSq = 0;
-    for (let k = 0; k < d; k++) xcSq += xc[k]! * xc[k]!;
-    const sigma = Math.sqrt(xcSq / d + w.normEps);
-    // centred = L - b = (xc / sigma) diag(gamma) W_U, accumulated row by row along memory.
-    centred.fill(0);
-    for (let k = 0; k < d; k++) {
-      const coef = (xc[k]! / sigma) * w.finalNormWeight[k]!;
-      const row = k * V;
-      for (let v = 0; v < V; v++) centred[v] += coef * w.unembed[row + v]!;
+    const { xcSq, sigma } = centredResidual(data, p, xc);
+    // centred = L - b (clean logits less their bias), from the cache when analyze made one.
+    if (data.cleanLogits) {
+      for (let v = 0; v < V; v++) centred[v] = data.cleanLogits[p * V + v]! - bias[v]!;
+    } else {
+      centred.fill(0);
+      for (let k = 0; k < d; k++) {
+        const coef = (xc[k]! / sigma) * w.finalNormWeight[k]!;
+        const row = k * V;
+        for (let v = 0; v < V; v++) centred[v] += coef * w.unembed[row + v]!;
+      }
     }
     let uMin = Infinity;
     let uMax = -Infinity;
