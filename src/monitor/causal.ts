@@ -17,6 +17,7 @@
 // |loss' - loss| and of (entropy' - entropy).
 
 import type { LastLayerWeights } from '../model/types.ts';
+import { readouts } from './readout.ts';
 import { rowSignals } from './signals.ts';
 
 export interface CausalData {
@@ -43,12 +44,17 @@ export function withCleanLogits(data: CausalData): CausalData {
   const { dModel: d, vocabSize: V } = w;
   const n = data.nextIds.length;
   const bias = logitBias(w);
-  const out = new Float64Array(n * V);
+  const scaled = new Float64Array(n * d);
   const xc = new Float64Array(d);
   for (let p = 0; p < n; p++) {
     if (data.nextIds[p]! < 0) continue;
     const { sigma } = centredResidual(data, p, xc);
-    cleanLogits(w, xc, sigma, bias, out.subarray(p * V, (p + 1) * V));
+    for (let k = 0; k < d; k++) scaled[p * d + k] = xc[k]! / sigma;
+  }
+  const out = readouts(w, scaled, n);
+  for (let p = 0; p < n; p++) {
+    if (data.nextIds[p]! < 0) continue;
+    for (let v = 0; v < V; v++) out[p * V + v] += bias[v]!;
   }
   return { ...data, cleanLogits: out };
 }
@@ -143,12 +149,18 @@ export function causalEffects(data: CausalData, neurons: readonly NeuronAblation
       spec: nr,
       wc,
       wcSq,
-      r: readout(w, wc),
+      r: new Float64Array(0) as Float64Array<ArrayBufferLike>,
       te: new Accumulator(),
       de: new Accumulator(),
       fde: new Accumulator(),
     };
   });
+
+  // Every neuron's readout r in one blocked SIMD product (readout.ts).
+  const wcAll = new Float64Array(perNeuron.length * d);
+  perNeuron.forEach((nr, j) => wcAll.set(nr.wc, j * d));
+  const rAll = readouts(w, wcAll, perNeuron.length);
+  perNeuron.forEach((nr, j) => (nr.r = rAll.subarray(j * V, (j + 1) * V)));
 
   const xc = new Float64Array(d);
   const clean = new Float64Array(V);
@@ -338,19 +350,6 @@ export function logitBias(w: LastLayerWeights): Float64Array {
     }
   }
   return b;
-}
-
-/** r = vec diag(gamma) W_U [V]. */
-function readout(w: LastLayerWeights, vec: Float64Array): Float64Array {
-  const V = w.vocabSize;
-  const r = new Float64Array(V);
-  for (let k = 0; k < w.dModel; k++) {
-    const coef = vec[k]! * w.finalNormWeight[k]!;
-    if (coef === 0) continue;
-    const row = k * V;
-    for (let v = 0; v < V; v++) r[v] += coef * w.unembed[row + v]!;
-  }
-  return r;
 }
 
 /** out = (xc / sigma) diag(gamma) W_U + bias; rows of W_U are contiguous, so accumulate row-wise. */
