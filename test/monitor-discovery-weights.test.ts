@@ -11,7 +11,13 @@ import { lastLayerWeightsFromCheckpoint } from '../src/model/checkpoint.ts';
 import { SafetensorsCheckpoint } from '../src/model/safetensors.ts';
 import type { LastLayerWeights } from '../src/model/types.ts';
 import { demoModelDir } from '../src/demo/index.ts';
-import { buildCatalogue, readCatalogue, writeCatalogue } from '../src/monitor/catalogue.ts';
+import {
+  buildCatalogue,
+  paretoFronts,
+  readCatalogue,
+  selectRoles,
+  writeCatalogue,
+} from '../src/monitor/catalogue.ts';
 import { causalEffects, withCleanLogits } from '../src/monitor/causal.ts';
 import { scaledEntropy, screenNeurons } from '../src/monitor/screen.ts';
 import {
@@ -95,6 +101,26 @@ describe('dark subspace on every fixture', () => {
     expect(
       computeWeightMetrics(w, { k: 63 }).neurons.every((n) => Math.abs(n.rho - 1) < 1e-6 || n.norm === 0),
     ).toBe(true);
+  });
+});
+
+describe('entropy ranking by rho and dark norm', () => {
+  it('hand example: the largest rho first, a large norm with no dark share last', () => {
+    const metrics = [
+      { index: 0, norm: 10, rho: 0.9 }, // dark norm 9
+      { index: 1, norm: 1, rho: 0.95 }, // 0.95
+      { index: 2, norm: 20, rho: 0.001 }, // 0.02: beaten by 3 on both
+      { index: 3, norm: 5, rho: 0.5 }, // 2.5: beaten by 0 on both
+    ];
+    expect(paretoFronts(metrics.map((m) => ({ norm: m.rho * m.norm, rho: m.rho })))).toEqual([0, 0, 2, 1]);
+    expect(selectRoles(metrics, { top: 4 }).entropy).toEqual([1, 0, 3, 2]);
+    // Exact duplicates beat neither; they share a front and order by index.
+    expect(
+      paretoFronts([
+        { norm: 1, rho: 1 },
+        { norm: 1, rho: 1 },
+      ]),
+    ).toEqual([0, 0]);
   });
 });
 

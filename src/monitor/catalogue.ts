@@ -81,7 +81,7 @@ export interface Catalogue {
 }
 
 /** Documented in docs/SCIENCE.md "Ranking entropy candidates". */
-export const ENTROPY_RANKING = 'pareto-fronts(norm,rho), then rho, then norm';
+export const ENTROPY_RANKING = 'pareto-fronts(rho, rho*norm), then rho, then norm';
 
 export interface RoleInput {
   index: number;
@@ -92,8 +92,8 @@ export interface RoleInput {
 }
 
 /**
- * Pareto front of each neuron on (norm, rho), both larger-is-better: front 0 holds the neurons no
- * other neuron beats on both criteria (>= on both, > on one); front f + 1 those beaten only by
+ * Pareto front of each item on (norm, rho), both larger-is-better: front 0 holds the items no
+ * other item beats on both criteria (>= on both, > on one); front f + 1 those beaten only by
  * fronts <= f. Sweep by norm descending: everything already swept has norm >= the current one, so
  * a front beats it exactly when the front's largest rho (the largest norm among ties) does.
  */
@@ -117,9 +117,11 @@ export function paretoFronts(items: readonly { norm: number; rho: number }[]): n
 
 /**
  * Candidates. Entropy: the paper's entropy neurons stand out by a large norm AND a large rho, so
- * neurons are ordered by Pareto front on (norm, rho) (ENTROPY_RANKING): a neuron is never listed
- * after one it beats on both; within a front by rho, then norm. The largest-rho neuron is always
- * first (nothing beats it on rho), so a fully dark neuron leads whatever its norm. Frequency: the
+ * neurons are ordered by Pareto front on (rho, rho * norm) (ENTROPY_RANKING; rho * norm is the norm
+ * of w_out's dark component, so a large norm with no dark share does not qualify): a neuron is never
+ * listed after one it beats on both (nor, since that implies it, on both norm and rho); within a
+ * front by rho, then norm. The largest-rho neuron is always first (nothing beats it on rho), so a
+ * fully dark neuron leads whatever its norm. Frequency: the
  * `top` with the largest |freqScore| (empty without scores). The lists are independent; a neuron in
  * both is labelled 'entropy' in its role field. Ties break towards the lower index.
  */
@@ -128,15 +130,15 @@ export function selectRoles(
   opts: { top: number },
 ): { entropy: number[]; frequency: number[] } {
   const top = Math.max(0, Math.floor(opts.top));
-  const points = metrics.map((m) => ({ norm: m.norm ?? 0, rho: m.rho }));
-  const fronts = paretoFronts(points);
+  const norms = metrics.map((m) => m.norm ?? 0);
+  const fronts = paretoFronts(metrics.map((m, j) => ({ norm: m.rho * norms[j]!, rho: m.rho })));
   const pos = new Map(metrics.map((m, j) => [m.index, j]));
   const key = (m: RoleInput) => pos.get(m.index)!;
   const byRho = [...metrics].sort(
     (a, b) =>
       fronts[key(a)]! - fronts[key(b)]! ||
       b.rho - a.rho ||
-      points[key(b)]!.norm - points[key(a)]!.norm ||
+      norms[key(b)]! - norms[key(a)]! ||
       a.index - b.index,
   );
   const scored = metrics.filter((m) => typeof m.freqScore === 'number' && Number.isFinite(m.freqScore));

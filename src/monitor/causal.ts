@@ -1,4 +1,5 @@
-// Mean-ablation total vs direct effect of last-layer neurons from cached activations
+// Total vs direct effect of setting last-layer neurons to a value (mean ablation, or the causal
+// screen's clamp, screen.ts) from cached activations
 // (REFERENCE.md "Causal metrics"), on the RAW weights: the real final norm (gamma, beta, eps), raw
 // W_U and b_U. Last-layer neurons need no second forward pass: setting neuron i to c at a position
 // with final residual x and activation a gives  x' = x + delta w_out,  delta = c - a.
@@ -76,7 +77,7 @@ export function centredResidual(
 
 export interface NeuronAblation {
   index: number;
-  /** The value the neuron is set to (mean ablation: its calibration mean). */
+  /** The value the neuron is set to (mean ablation: its calibration mean; the screen: a high quantile). */
   ablateTo: number;
   /** This neuron's clean activations [n]; defaults to column `index` of data.mlpAct. */
   activations?: ArrayLike<number>;
