@@ -183,8 +183,10 @@ export function screenNeurons(data: CausalData, opts: ScreenOptions): ScreenSumm
     .map((_, i) => i)
     .sort((a, b) => Math.abs(normPath[b]!) - Math.abs(normPath[a]!) || a - b);
   const shortlist = [...new Set([...byNormPath.slice(0, Math.max(0, opts.verify)), ...(opts.extra ?? [])])];
+  // The frequency split is not part of the screen: leave f_hat out and skip its O(V) pass.
+  const { fHat: _unused, ...withoutFrequency } = data;
   const effects = causalEffects(
-    data,
+    withoutFrequency,
     shortlist.map((index) => ({ index, ablateTo: opts.clampTo[index]! })),
   );
   const verified: VerifiedScreenNeuron[] = effects.map((e) => {
