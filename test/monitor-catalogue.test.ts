@@ -81,11 +81,18 @@ describe('catalogue', () => {
 
   it('records every neuron and the chosen candidates', () => {
     const c = build();
-    const byRho = [...metrics.neurons]
-      .sort((a, b) => b.rho - a.rho)
-      .slice(0, 3)
-      .map((m) => `3.${m.index}`);
-    expect(c.entropy).toEqual(byRho);
+    // Ranking by norm and rho (ENTROPY_RANKING): the largest rho leads, and no listed neuron comes
+    // after a neuron that beats it on both criteria, listed or not (brute force over all pairs).
+    const topRho = [...metrics.neurons].sort((a, b) => b.rho - a.rho)[0]!;
+    expect(c.entropy[0]).toBe(`3.${topRho.index}`);
+    expect(c.entropy).toHaveLength(3);
+    for (const [pos, a] of c.entropy.entries()) {
+      const me = metrics.neurons[Number(a.split('.')[1])]!;
+      for (const other of metrics.neurons) {
+        const beats = other.norm >= me.norm && other.rho >= me.rho && (other.norm > me.norm || other.rho > me.rho);
+        if (beats) expect(c.entropy.slice(0, pos)).toContain(`3.${other.index}`);
+      }
+    }
     expect(c.neurons).toHaveLength(172);
     expect(c.k).toBe(3);
     for (const a of c.entropy) expect(c.neurons[Number(a.split('.')[1])]!.role).toBe('entropy');

@@ -1,16 +1,19 @@
 // The `analyze` pipeline: weight metrics for every last-layer neuron, calibration over a text
-// corpus (mean activations, unigram counts), and causal verification of the candidates against
-// random last-layer neurons (mean ablation, total vs direct effect).
+// corpus (mean activations and activation quantiles, unigram counts), causal verification of the
+// candidates against random last-layer neurons (mean ablation, total vs direct effect), and the
+// causal screen of every last-layer neuron (screen.ts: clamped to a high quantile).
 //
 // Calibration follows the paper's recipe at small scale: the corpus is tokenized with the model's
-// tokenizer and cut into fixed-length chunks (each prefixed with BOS when the model has one);
+// tokenizer and cut into fixed-length chunks (each prefixed with BOS when the model has one; BOS
+// included, a chunk never exceeds the model's context);
 // BOS, EOS and newline positions are excluded from every statistic.
 
 import { readFileSync } from 'node:fs';
 import { InvalidInputError } from '../errors.ts';
 import type { ModelSource } from '../model/source.ts';
 import { buildCatalogue, type Catalogue } from './catalogue.ts';
-import { causalEffects, randomBaseline, type CausalData } from './causal.ts';
+import { causalEffects, randomBaseline, withCleanLogits, type CausalData } from './causal.ts';
+import { activationQuantiles, screenNeurons } from './screen.ts';
 import { countUnigrams, frequencyDirection, frequencyScores, readUnigramFile } from './frequency.ts';
 import { identityOf } from './catalogue-loader.ts';
 import { computeWeightMetrics, defaultK, unembedStats } from './weight-metrics.ts';
@@ -27,6 +30,8 @@ export interface AnalyzeOptions {
   causalPositions: number;
   randomCount: number;
   seed: number;
+  /** Clamp quantile of the causal screen (default SCREEN_QUANTILE). */
+  screenQuantile?: number;
   progress?: (stage: string, done: number, total: number) => void;
 }
 
@@ -49,6 +54,9 @@ export interface CalibrationEngine {
   /** Forward pass over `ids` without the unembedding: [n, d_mlp] activations and [n, d_model] residuals. */
   activationsAndResiduals(ids: number[]): Promise<{ mlpAct: Float32Array; residual: Float32Array }>;
 }
+
+/** Each neuron is clamped to this quantile of its own activations over the calibration positions. */
+export const SCREEN_QUANTILE = 0.99;
 
 export function median(xs: number[]): number | null {
   if (xs.length === 0) return null;
@@ -109,12 +117,23 @@ export async function analyzeModel(
   }
 
   // Calibration pass: one teacher-forced forward per chunk.
+  // BOS takes one position of the context: a chunk of chunkTokens must still fit.
+  const room = spec.maxPositions - (spec.bosTokenId !== null ? 1 : 0);
+  const chunkTokens = Math.min(opts.chunkTokens, room);
+  if (opts.corpusFiles.length && chunkTokens < 2)
+    throw new InvalidInputError(
+      `the model's context (${spec.maxPositions} positions) is too short to calibrate on`,
+      'chunk',
+    );
   const chunks = opts.corpusFiles.length
-    ? corpusChunks(engine, opts.corpusFiles, opts.chunkTokens, opts.maxChunks)
+    ? corpusChunks(engine, opts.corpusFiles, chunkTokens, opts.maxChunks)
     : [];
   const dMlp = spec.dMlp;
   const d = spec.dModel;
   const actSum = new Float64Array(dMlp);
+  // Every counted position's activations, for the screen's clamp quantiles (n x d_mlp float32:
+  // 50 MB at GPT-2 small with the default 32 x 128 tokens).
+  const countedActs: Float32Array[] = [];
   let counted = 0;
   const allIds: number[] = [];
   const totalPositions = chunks.reduce((s, c) => s + c.length - 1, 0);
@@ -132,6 +151,7 @@ export async function analyzeModel(
     for (let p = 0; p < ids.length; p++) {
       if (excluded.has(ids[p]!)) continue;
       for (let i = 0; i < dMlp; i++) actSum[i] += r.mlpAct[p * dMlp + i]!;
+      countedActs.push(r.mlpAct.slice(p * dMlp, (p + 1) * dMlp));
       counted++;
       // Causal positions need a next token that is itself a real token.
       const next = p + 1 < ids.length ? ids[p + 1]! : -1;
@@ -170,7 +190,7 @@ export async function analyzeModel(
     top: opts.top,
     corpus: chunks.length
       ? {
-          description: `${opts.corpusFiles.join(', ')}: ${chunks.length} chunks of <= ${opts.chunkTokens} tokens`,
+          description: `${opts.corpusFiles.join(', ')}: ${chunks.length} chunks of <= ${chunkTokens} tokens`,
           tokens: counted,
           synthetic: false,
         }
@@ -179,13 +199,14 @@ export async function analyzeModel(
   if (!means || causalNext.length === 0) return { catalogue, baselineMedianFraction: null, unigramSource };
 
   // Causal verification of the candidates, then a random baseline, on the same positions.
-  const data: CausalData = {
+  // Clean logits once, for the verification, the baseline and the screen.
+  const data: CausalData = withCleanLogits({
     weights,
     residuals: Float64Array.from(causalRes),
     nextIds: causalNext,
     mlpAct: Float32Array.from(causalAct),
     ...(freq ? { fHat: freq.fHat } : {}),
-  };
+  });
   const candidates = [
     ...new Set([...catalogue.entropy, ...catalogue.frequency].map((a) => Number(a.split('.')[1]))),
   ];
@@ -202,6 +223,19 @@ export async function analyzeModel(
     ablateTo: (i) => means[i]!,
   });
   progress('causal verification', 2, 2);
+
+  progress('causal screen', 0, 1);
+  const allActs = new Float32Array(counted * dMlp);
+  countedActs.forEach((row, j) => allActs.set(row, j * dMlp));
+  const quantile = opts.screenQuantile ?? SCREEN_QUANTILE;
+  const screen = screenNeurons(data, {
+    quantile,
+    clampTo: activationQuantiles(allActs, dMlp, quantile),
+    verify: 2 * opts.top,
+    top: opts.top,
+    extra: catalogue.entropy.map((a) => Number(a.split('.')[1])),
+  });
+  progress('causal screen', 1, 1);
   catalogue = buildCatalogue({
     model: catalogue.model,
     layer: weights.layer,
@@ -212,6 +246,7 @@ export async function analyzeModel(
     corpus: catalogue.corpus,
     verification: effects,
     baseline,
+    screen,
   });
   const fractions = baseline.neurons
     .map((e) => e.normMediatedFraction)

@@ -18,8 +18,8 @@ import { computeWeightMetrics, defaultK, unembedStats } from './weight-metrics.t
 import { processWeights } from './weight-processing.ts';
 import { frequencyDirection, frequencyScores, readUnigramFile } from './frequency.ts';
 
-/** Bumped when the weight-only catalogue's content changes. */
-const WEIGHT_CATALOGUE_VERSION = 1;
+/** Bumped when the weight-only catalogue's content changes (2: dark subspace with the exact null space, Pareto ranking). */
+const WEIGHT_CATALOGUE_VERSION = 2;
 
 export interface CatalogueOptions {
   catalogue?: string;

@@ -7,6 +7,8 @@
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { ModelLoadError } from '../errors.ts';
 import type { CausalEffect, RandomBaseline } from './causal.ts';
+import type { ScreenSummary } from './screen.ts';
+export { formatCatalogueTable } from './catalogue-format.ts';
 import type { WeightMetrics } from './weight-metrics.ts';
 
 export const CATALOGUE_VERSION = 1;
@@ -47,8 +49,16 @@ export interface Catalogue {
   model: ModelIdentity;
   layer: number;
   dMlp: number;
-  /** Null-space dimension used for rho. */
+  /** The k asked for (the paper's bottom-k); rho uses max(k, nullity) dark directions. */
   k: number;
+  /** Numerical rank and nullity of the processed W_U, the dark subspace's dimension and the
+   * relative rank tolerance (weight-metrics.ts). Absent in catalogues written before they existed. */
+  rank?: number;
+  nullity?: number;
+  darkDim?: number;
+  rankTolerance?: number;
+  /** The rule that ordered `entropy` (ENTROPY_RANKING); absent = rho alone (older catalogues). */
+  entropyRanking?: string;
   /** How many candidates of each family were kept. */
   top: number;
   corpus: CorpusSummary | null;
@@ -59,25 +69,71 @@ export interface Catalogue {
   neurons: CatalogueNeuron[];
   /** Mean-ablation effects of random neurons, for comparison. */
   baseline?: RandomBaseline['mean'] & { count: number; seed: number };
+  /** The causal screen of every last-layer neuron (screen.ts), when a corpus was given. */
+  screen?: ScreenSummary;
 }
+
+/** Documented in docs/SCIENCE.md "Ranking entropy candidates". */
+export const ENTROPY_RANKING = 'pareto-fronts(rho, rho*norm), then rho, then norm';
 
 export interface RoleInput {
   index: number;
   rho: number;
+  /** Without norms every neuron counts as equally large and the order is by rho alone. */
+  norm?: number;
   freqScore?: number | null;
 }
 
 /**
- * Candidates: entropy = the `top` neurons with the largest rho; frequency = the `top` with the
- * largest |freqScore| (empty without scores). The lists are independent; a neuron in both is
- * labelled 'entropy' in its role field. Ties break towards the lower index.
+ * Pareto front of each item on (norm, rho), both larger-is-better: front 0 holds the items no
+ * other item beats on both criteria (>= on both, > on one); front f + 1 those beaten only by
+ * fronts <= f. Sweep by norm descending: everything already swept has norm >= the current one, so
+ * a front beats it exactly when the front's largest rho (the largest norm among ties) does.
+ */
+export function paretoFronts(items: readonly { norm: number; rho: number }[]): number[] {
+  const order = items
+    .map((_, i) => i)
+    .sort((a, b) => items[b]!.norm - items[a]!.norm || items[b]!.rho - items[a]!.rho);
+  const best: { rho: number; norm: number }[] = [];
+  const front = new Array<number>(items.length);
+  for (const i of order) {
+    const p = items[i]!;
+    let f = 0;
+    while (f < best.length && (best[f]!.rho > p.rho || (best[f]!.rho === p.rho && best[f]!.norm > p.norm)))
+      f++;
+    front[i] = f;
+    if (f === best.length) best.push({ rho: p.rho, norm: p.norm });
+    else if (p.rho > best[f]!.rho) best[f] = { rho: p.rho, norm: p.norm };
+  }
+  return front;
+}
+
+/**
+ * Candidates. Entropy: the paper's entropy neurons stand out by a large norm AND a large rho, so
+ * neurons are ordered by Pareto front on (rho, rho * norm) (ENTROPY_RANKING; rho * norm is the norm
+ * of w_out's dark component, so a large norm with no dark share does not qualify): a neuron is never
+ * listed after one it beats on both (nor, since that implies it, on both norm and rho); within a
+ * front by rho, then norm. The largest-rho neuron is always first (nothing beats it on rho), so a
+ * fully dark neuron leads whatever its norm. Frequency: the
+ * `top` with the largest |freqScore| (empty without scores). The lists are independent; a neuron in
+ * both is labelled 'entropy' in its role field. Ties break towards the lower index.
  */
 export function selectRoles(
   metrics: readonly RoleInput[],
   opts: { top: number },
 ): { entropy: number[]; frequency: number[] } {
   const top = Math.max(0, Math.floor(opts.top));
-  const byRho = [...metrics].sort((a, b) => b.rho - a.rho || a.index - b.index);
+  const norms = metrics.map((m) => m.norm ?? 0);
+  const fronts = paretoFronts(metrics.map((m, j) => ({ norm: m.rho * norms[j]!, rho: m.rho })));
+  const pos = new Map(metrics.map((m, j) => [m.index, j]));
+  const key = (m: RoleInput) => pos.get(m.index)!;
+  const byRho = [...metrics].sort(
+    (a, b) =>
+      fronts[key(a)]! - fronts[key(b)]! ||
+      b.rho - a.rho ||
+      norms[key(b)]! - norms[key(a)]! ||
+      a.index - b.index,
+  );
   const scored = metrics.filter((m) => typeof m.freqScore === 'number' && Number.isFinite(m.freqScore));
   const byFreq = scored.sort((a, b) => Math.abs(b.freqScore!) - Math.abs(a.freqScore!) || a.index - b.index);
   return {
@@ -94,6 +150,7 @@ export interface BuildCatalogueInput {
   calibrationMeans?: ArrayLike<number> | null;
   verification?: readonly CausalEffect[];
   baseline?: RandomBaseline;
+  screen?: ScreenSummary;
   corpus?: CorpusSummary | null;
   top?: number;
   now?: Date;
@@ -128,6 +185,11 @@ export function buildCatalogue(input: BuildCatalogueInput): Catalogue {
     layer,
     dMlp,
     k: metrics.k,
+    rank: metrics.rank,
+    nullity: metrics.nullity,
+    darkDim: metrics.darkDim,
+    rankTolerance: metrics.rankTolerance,
+    entropyRanking: ENTROPY_RANKING,
     top,
     corpus: input.corpus ?? null,
     entropy: roles.entropy.map(address),
@@ -141,6 +203,7 @@ export function buildCatalogue(input: BuildCatalogueInput): Catalogue {
       seed: input.baseline.seed,
     };
   }
+  if (input.screen) catalogue.screen = input.screen;
   return catalogue;
 }
 
@@ -192,6 +255,17 @@ export function catalogueProblem(data: unknown): string | null {
     const v = data[key];
     if (!isNum(v) || !Number.isInteger(v) || v < 0) return `"${key}" must be a non-negative integer`;
   }
+  // Fields added after version 1 shipped: optional, so older catalogues still read; checked when present.
+  for (const key of ['rank', 'nullity', 'darkDim']) {
+    const v = data[key];
+    if (v !== undefined && (!isNum(v) || !Number.isInteger(v) || v < 0))
+      return `"${key}" must be a non-negative integer when present`;
+  }
+  if (data.rankTolerance !== undefined && !isNum(data.rankTolerance))
+    return '"rankTolerance" must be a number';
+  if (data.entropyRanking !== undefined && typeof data.entropyRanking !== 'string')
+    return '"entropyRanking" must be a string';
+  if (data.screen !== undefined && !isObj(data.screen)) return '"screen" must be an object';
   if (data.corpus !== null && data.corpus !== undefined) {
     const c = data.corpus;
     if (
@@ -235,89 +309,4 @@ export function catalogueProblem(data: unknown): string | null {
     }
   }
   return null;
-}
-
-/** A markdown table of the candidates (renders as plain ASCII on a terminal too). */
-export function formatCatalogueTable(c: Catalogue): string {
-  const lines: string[] = [];
-  const corpus = c.corpus
-    ? `${c.corpus.description}, ${c.corpus.tokens} tokens${c.corpus.synthetic ? ' (SYNTHETIC: illustrative only)' : ''}`
-    : 'none (weight metrics only)';
-  lines.push(`Model ${c.model.id}, last layer ${c.layer} (${c.dMlp} neurons), k = ${c.k}, corpus: ${corpus}`);
-  const byAddress = new Map(c.neurons.map((n) => [n.address, n]));
-  const effectCells = (n: CatalogueNeuron) => {
-    const v = n.verification;
-    if (!v) return ['', '', '', ''];
-    return [
-      fmt(v.total.meanAbsDeltaLoss),
-      fmt(v.direct.meanAbsDeltaLoss),
-      fmt(v.total.meanDeltaEntropy),
-      fmtFraction(v.normMediatedFraction),
-    ];
-  };
-  lines.push('', 'Entropy neuron candidates (by rho, the share of w_out in the unembedding null space)', '');
-  lines.push(
-    ...table(
-      ['neuron', 'rho', 'norm', 'LogitVar', 'freq score', 'TE abs dloss', 'DE abs dloss', 'TE dH', '1-DE/TE'],
-      c.entropy.map((a) => {
-        const n = byAddress.get(a)!;
-        return [
-          a,
-          fmt(n.rho),
-          fmt(n.norm),
-          fmt(n.logitVar),
-          n.freqScore === null ? '' : fmt(n.freqScore),
-          ...effectCells(n),
-        ];
-      }),
-    ),
-  );
-  lines.push('', 'Token-frequency neuron candidates (by |cos(W_U^T w_out, f)|)', '');
-  if (c.frequency.length === 0) {
-    lines.push('(none: no unigram counts were given)');
-  } else {
-    lines.push(
-      ...table(
-        ['neuron', 'freq score', 'rho', 'norm', 'TE abs dloss', 'freq-DE abs dloss', '1-FDE/TE'],
-        c.frequency.map((a) => {
-          const n = byAddress.get(a)!;
-          const v = n.verification;
-          return [
-            a,
-            fmt(n.freqScore!),
-            fmt(n.rho),
-            fmt(n.norm),
-            v ? fmt(v.total.meanAbsDeltaLoss) : '',
-            v?.frequencyDirect ? fmt(v.frequencyDirect.meanAbsDeltaLoss) : '',
-            v?.frequencyMediatedFraction !== undefined ? fmtFraction(v.frequencyMediatedFraction) : '',
-          ];
-        }),
-      ),
-    );
-  }
-  if (c.baseline) {
-    const b = c.baseline;
-    lines.push(
-      '',
-      `Random baseline (${b.count} neurons, seed ${b.seed}): TE abs dloss ${fmt(b.total.meanAbsDeltaLoss)}, ` +
-        `DE abs dloss ${fmt(b.direct.meanAbsDeltaLoss)}, 1-DE/TE ${fmtFraction(b.normMediatedFraction)}`,
-    );
-  }
-  return lines.join('\n') + '\n';
-}
-
-function table(header: string[], rows: string[][]): string[] {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  const line = (cells: string[]) => `| ${cells.map((cell, i) => cell.padEnd(widths[i]!)).join(' | ')} |`;
-  return [line(header), `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`, ...rows.map(line)];
-}
-
-function fmt(x: number): string {
-  if (x === 0) return '0';
-  const a = Math.abs(x);
-  return a >= 1e-3 && a < 1e4 ? x.toFixed(4) : x.toExponential(2);
-}
-
-function fmtFraction(x: number | null): string {
-  return x === null ? 'n/a' : x.toFixed(3);
 }

@@ -1,8 +1,11 @@
-// Weight-based metrics of last-layer neurons (REFERENCE.md "Weight-based metrics"), computed on
-// processed weights (weight-processing.ts):
+// Weight-based metrics of last-layer neurons (REFERENCE.md "Weight-based metrics"; docs/SCIENCE.md
+// "The dark subspace"), computed on processed weights (weight-processing.ts):
 //   norm      = ||w_out||
-//   rho_k     = ||U_k^T w_out|| / ||w_out||, U_k = left singular vectors of W_U ([d_model, V]) with the
-//               k smallest singular values (the unembedding's effective null space)
+//   rho       = ||D^T w_out|| / ||w_out||, D = an orthonormal basis of the dark subspace of W_U
+//               ([d_model, V]): the left singular vectors with the max(k, nullity) smallest singular
+//               values, every numerically zero one included (darkSubspace below). With nullity <= k
+//               this is the paper's rho_k exactly; with a larger exact null space (a vocabulary
+//               smaller than d_model) it is the whole null space, not k arbitrary vectors of it.
 //   LogitVar  = Var_v cos(w_out, W_U[:, v])   (sample variance, divisor V - 1: torch.var's default,
 //               which the paper's code and the fixtures' expected values use)
 //
@@ -29,7 +32,16 @@ export interface NeuronWeightMetrics {
 }
 
 export interface WeightMetrics {
+  /** The k asked for (the paper's bottom-k). */
   k: number;
+  /** Numerical rank of the processed W_U (the all-ones direction of a LayerNorm model not counted). */
+  rank: number;
+  /** Directions W_U cannot read at all (singular value <= tolerance), all-ones direction excluded. */
+  nullity: number;
+  /** Dimension of the dark subspace rho measures: max(k, nullity), at most the directions there are. */
+  darkDim: number;
+  /** Rank tolerance relative to the largest singular value (rankTolerance below). */
+  rankTolerance: number;
   neurons: NeuronWeightMetrics[];
 }
 
@@ -59,11 +71,9 @@ export function computeWeightMetrics(
   if (!Number.isInteger(k) || k < 1 || k > d) throw new Error(`k must be an integer in 1..${d}, got ${k}`);
   const processed = opts.processed ?? processWeights(w);
   const stats = opts.stats ?? unembedStats(processed.unembed, d, V);
-  // LayerNorm models: centring W_U over d_model makes the all-ones direction an exact null direction,
-  // orthogonal to every processed w_out; counted among the k smallest it would only waste a slot
-  // (at d_model 64, k = 1, every rho would be 0). So it is lifted out of the way first.
-  const gram = w.normType === 'layernorm' ? liftAllOnesDirection(stats.gram, d) : stats.gram;
-  const nullBasis = smallestEigenvectors(gram, d, k);
+  const dark = darkSubspace(stats.gram, d, V, { k, layerNorm: w.normType === 'layernorm' });
+  const nullBasis = dark.basis;
+  const darkDim = dark.darkDim;
 
   const besselCorrection = V > 1 ? V / (V - 1) : 1;
   const quad = quadraticForms(stats.unitGram, processed.wOut, d);
@@ -80,7 +90,7 @@ export function computeWeightMetrics(
     const norm = Math.sqrt(sq);
 
     let proj = 0;
-    for (let j = 0; j < k; j++) {
+    for (let j = 0; j < darkDim; j++) {
       let dot = 0;
       const col = j * d;
       for (let r = 0; r < d; r++) dot += nullBasis[col + r]! * processed.wOut[base + r]!;
@@ -92,18 +102,97 @@ export function computeWeightMetrics(
     const logitVar = norm > 0 ? Math.max(0, quad[i]! / sq - (meanCos / norm) ** 2) * besselCorrection : 0;
     neurons.push({ index: i, norm, rho, logitVar });
   }
-  return { k, neurons };
+  return { k, rank: dark.rank, nullity: dark.nullity, darkDim, rankTolerance: dark.tolerance, neurons };
+}
+
+const EPS32 = 2 ** -23;
+const EPS64 = 2 ** -52;
+
+/**
+ * Singular values of the processed W_U at or below tolerance * s_max count as zero. Two error
+ * sources bound how large a truly zero one can come out:
+ *  - W_U is processed in float64 but stored as float32: each entry moves by at most eps32/2 of
+ *    itself, so (Weyl) every singular value moves by at most ||E||_F <= eps32/2 * ||W_U||_F
+ *    <= eps32/2 * sqrt(min(d, V)) * s_max;
+ *  - s comes from the eigenvalues of G = W_U W_U^T in float64: a backward-stable symmetric
+ *    eigensolver gets them within about d * eps64 * s_max^2, so a zero s reads as up to
+ *    sqrt(d * eps64) * s_max.
+ * The tolerance is the sum, with a factor 2 on the first (eps32 rather than eps32/2). It is far
+ * tighter than numpy's matrix_rank default (max(d, V) * eps * s_max, 6e-3 at GPT-2's vocabulary),
+ * which would call genuinely informative directions at 0.5% of s_max null (the demo model plants
+ * such directions at 4.8e-3); at makemore-names it is 7.4e-7, the 37 null singular values are at most
+ * 2.6e-8 and the smallest informative one is 0.18 (all relative to s_max).
+ */
+export function rankTolerance(dModel: number, vocab: number): number {
+  return EPS32 * Math.sqrt(Math.min(dModel, vocab)) + Math.sqrt(dModel * EPS64);
+}
+
+export interface DarkSubspace {
+  /** Orthonormal basis, darkDim rows of length d, smallest singular value first. */
+  basis: Float64Array;
+  darkDim: number;
+  rank: number;
+  nullity: number;
+  tolerance: number;
+  /** Singular values of the directions considered (all-ones excluded), ascending. */
+  singularValues: Float64Array;
 }
 
 /**
- * G + trace(G) * (1/d) 11^T. After centring over d_model, the unit all-ones vector is an eigenvector of G
- * with eigenvalue 0; this moves its eigenvalue to trace(G) (>= the largest) and leaves every other
- * eigenvector (all orthogonal to it) unchanged.
+ * The dark subspace of W_U from G = W_U W_U^T: the eigenvectors with the max(k, nullity) smallest
+ * eigenvalues. LayerNorm models: centring W_U over d_model makes the all-ones direction an exact null
+ * direction, orthogonal to every processed w_out; counted among the smallest it would only waste a
+ * slot (at d_model 64, k = 1, every rho would be 0). So it is lifted above every other eigenvalue and
+ * dropped.
+ */
+export function darkSubspace(
+  gram: Float64Array,
+  d: number,
+  vocab: number,
+  opts: { k: number; layerNorm: boolean },
+): DarkSubspace {
+  const sym = opts.layerNorm ? liftAllOnesDirection(gram, d) : gram;
+  const { values, vectors } = symmetricEigen(sym, d);
+  // values ascending; a lifted all-ones direction is the last one (its eigenvalue is 2 trace(G)).
+  const count = opts.layerNorm ? d - 1 : d;
+  const singularValues = Float64Array.from(values.slice(0, count), (l) => Math.sqrt(Math.max(0, l)));
+  const sMax = count > 0 ? singularValues[count - 1]! : 0;
+  const tolerance = rankTolerance(d, vocab);
+  let nullity = 0;
+  while (nullity < count && singularValues[nullity]! <= tolerance * sMax) nullity++;
+  const rank = count - nullity;
+  const darkDim = Math.min(count, Math.max(opts.k, nullity));
+  const basis = new Float64Array(darkDim * d);
+  for (let j = 0; j < darkDim; j++) basis.set(vectors.subarray(j * d, (j + 1) * d), j * d);
+  return { basis, darkDim, rank, nullity, tolerance, singularValues };
+}
+
+/**
+ * G + 2 trace(G) * (1/d) 11^T. After centring over d_model, the unit all-ones vector is an eigenvector
+ * of G with eigenvalue 0; this moves its eigenvalue to 2 trace(G) (above every other one whenever
+ * G is not zero) and leaves every other eigenvector (all orthogonal to it) unchanged.
  */
 export function liftAllOnesDirection(gram: Float64Array, d: number): Float64Array {
   let trace = 0;
   for (let i = 0; i < d; i++) trace += gram[i * d + i]!;
-  return gram.map((g) => g + trace / d);
+  return gram.map((g) => g + (2 * trace) / d);
+}
+
+/** Eigenvalues (ascending) and unit eigenvectors (row j for value j) of a symmetric [d, d] matrix. */
+export function symmetricEigen(
+  sym: Float64Array,
+  d: number,
+): { values: Float64Array; vectors: Float64Array } {
+  const m = new Matrix(d, d);
+  for (let r = 0; r < d; r++) for (let c = 0; c < d; c++) m.set(r, c, sym[r * d + c]!);
+  const eig = new EigenvalueDecomposition(m, { assumeSymmetric: true });
+  const raw = eig.realEigenvalues;
+  const order = raw.map((_, i) => i).sort((a, b) => raw[a]! - raw[b]!);
+  const ev = eig.eigenvectorMatrix;
+  const values = Float64Array.from(order, (i) => raw[i]!);
+  const vectors = new Float64Array(d * d);
+  for (let j = 0; j < d; j++) for (let r = 0; r < d; r++) vectors[j * d + r] = ev.get(r, order[j]!);
+  return { values, vectors };
 }
 
 /**
@@ -112,18 +201,7 @@ export function liftAllOnesDirection(gram: Float64Array, d: number): Float64Arra
  * smallest singular values.
  */
 export function smallestEigenvectors(sym: Float64Array, d: number, k: number): Float64Array {
-  const m = new Matrix(d, d);
-  for (let r = 0; r < d; r++) for (let c = 0; c < d; c++) m.set(r, c, sym[r * d + c]!);
-  const eig = new EigenvalueDecomposition(m, { assumeSymmetric: true });
-  const values = eig.realEigenvalues;
-  const order = values.map((_, i) => i).sort((a, b) => values[a]! - values[b]!);
-  const vectors = eig.eigenvectorMatrix;
-  const out = new Float64Array(k * d);
-  for (let j = 0; j < k; j++) {
-    const col = order[j]!;
-    for (let r = 0; r < d; r++) out[j * d + r] = vectors.get(r, col);
-  }
-  return out;
+  return symmetricEigen(sym, d).vectors.slice(0, k * d);
 }
 
 // Vocabulary columns copied per block into the SIMD workspace: [d_model (padded), BLOCK] float64,
