@@ -18,6 +18,7 @@ import { countUnigrams, frequencyDirection, frequencyScores, readUnigramFile } f
 import { identityOf } from './catalogue-loader.ts';
 import { computeWeightMetrics, defaultK, unembedStats } from './weight-metrics.ts';
 import { processWeights } from './weight-processing.ts';
+import { neuronIndexOf } from './neurons.ts';
 
 export interface AnalyzeOptions {
   corpusFiles: string[];
@@ -208,7 +209,7 @@ export async function analyzeModel(
     ...(freq ? { fHat: freq.fHat } : {}),
   });
   const candidates = [
-    ...new Set([...catalogue.entropy, ...catalogue.frequency].map((a) => Number(a.split('.')[1]))),
+    ...new Set([...catalogue.entropy, ...catalogue.frequency].map(neuronIndexOf)),
   ];
   progress('causal verification', 0, 2);
   const effects = causalEffects(
@@ -233,7 +234,7 @@ export async function analyzeModel(
     clampTo: activationQuantiles(allActs, dMlp, quantile),
     verify: 2 * opts.top,
     top: opts.top,
-    extra: catalogue.entropy.map((a) => Number(a.split('.')[1])),
+    extra: catalogue.entropy.map(neuronIndexOf),
   });
   progress('causal screen', 1, 1);
   catalogue = buildCatalogue({
