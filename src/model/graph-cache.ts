@@ -1,7 +1,7 @@
 // Builds a checkpoint's ONNX graph once and reuses it: the cache key hashes everything the
 // graph depends on (config.json, the weight files' bytes, the builder version, the instrument
-// flag), and builds land in a temp dir that is renamed into place, so concurrent processes and
-// crashed builds never leave a half-written graph under a valid key.
+// flag, the weight dtype), and builds land in a temp dir that is renamed into place, so
+// concurrent processes and crashed builds never leave a half-written graph under a valid key.
 
 import { createHash, type Hash } from 'node:crypto';
 import {
@@ -22,11 +22,16 @@ import {
   MODEL_FILE,
   openCheckpoint,
 } from './architectures/index.ts';
+import { QUANT_SCHEME, type WeightDtype } from './architectures/weight-emission.ts';
 import type { ModelSpec } from './types.ts';
 import { defaultCacheDir } from './cache-dir.ts';
 
 export interface PrepareGraphOptions {
   instrument: boolean;
+  /** MatMul weight dtype, part of the cache key (default fp32). */
+  dtype?: WeightDtype;
+  /** Quantize the last layer's MLP too (default false), part of the cache key. */
+  quantizeLastLayer?: boolean;
   /** Default: $CONFIDENCE_SIDECAR_CACHE, else ~/.cache/confidence-sidecar. */
   cacheDir?: string;
 }
@@ -35,6 +40,7 @@ export interface PreparedGraph {
   modelPath: string;
   spec: ModelSpec;
   cacheKey: string;
+  dtype: WeightDtype;
 }
 
 
@@ -46,16 +52,21 @@ export async function prepareCheckpointGraph(dir: string, opts: PrepareGraphOpti
   // Validates config.json, the safetensors headers and every tensor's name and shape before
   // spending time on hashing.
   const { config, checkpoint } = openCheckpoint(modelDir);
-  const cacheKey = await graphCacheKey(modelDir, checkpoint.files, opts.instrument);
+  const dtype = opts.dtype ?? 'fp32';
+  const quantizeLastLayer = opts.quantizeLastLayer ?? false;
+  const variant =
+    `instrument=${opts.instrument}\ndtype=${dtype}\nquantize_last_layer=${quantizeLastLayer}\n` +
+    (dtype === 'fp32' ? '' : `scheme=${QUANT_SCHEME}\n`);
+  const cacheKey = await graphCacheKey(modelDir, checkpoint.files, variant);
   const cacheDir = resolve(opts.cacheDir ?? defaultCacheDir());
   const finalDir = join(cacheDir, cacheKey);
   const modelPath = join(finalDir, MODEL_FILE);
-  if (existsSync(modelPath)) return { modelPath, spec: config.spec, cacheKey };
+  if (existsSync(modelPath)) return { modelPath, spec: config.spec, cacheKey, dtype };
 
   mkdirSync(cacheDir, { recursive: true });
   const tempDir = mkdtempSync(join(cacheDir, `.build-${cacheKey.slice(0, 12)}-`));
   try {
-    buildCheckpointGraph(modelDir, tempDir, { instrument: opts.instrument });
+    buildCheckpointGraph(modelDir, tempDir, { instrument: opts.instrument, dtype, quantizeLastLayer });
     writeFileSync(
       join(tempDir, 'build-info.json'),
       JSON.stringify(
@@ -63,6 +74,8 @@ export async function prepareCheckpointGraph(dir: string, opts: PrepareGraphOpti
           source: modelDir,
           builderVersion: GRAPH_BUILDER_VERSION,
           instrument: opts.instrument,
+          dtype,
+          quantizeLastLayer,
           spec: config.spec,
         },
         null,
@@ -78,13 +91,13 @@ export async function prepareCheckpointGraph(dir: string, opts: PrepareGraphOpti
   } finally {
     rmSync(tempDir, { recursive: true, force: true });
   }
-  return { modelPath, spec: config.spec, cacheKey };
+  return { modelPath, spec: config.spec, cacheKey, dtype };
 }
 
-/** sha256 over the builder version, the instrument flag, config.json and the weights' bytes. */
-async function graphCacheKey(dir: string, weightFiles: string[], instrument: boolean): Promise<string> {
+/** sha256 over the builder version, the build variant (instrument, dtype), config.json and the weights' bytes. */
+async function graphCacheKey(dir: string, weightFiles: string[], variant: string): Promise<string> {
   const hash = createHash('sha256');
-  hash.update(`confidence-sidecar graph builder v${GRAPH_BUILDER_VERSION}\ninstrument=${instrument}\n`);
+  hash.update(`confidence-sidecar graph builder v${GRAPH_BUILDER_VERSION}\n${variant}`);
   const index = join(dir, 'model.safetensors.index.json');
   const files = [join(dir, 'config.json'), ...(existsSync(index) ? [index] : []), ...[...weightFiles].sort()];
   for (const file of files) {
