@@ -1,4 +1,5 @@
-// `npm run bench [-- --model DIR ...] [--sizes tiny,gpt2-small] [--tokens N] [--prompt-tokens N] [--reps N]`
+// `npm run bench [-- --model DIR ...] [--sizes tiny,gpt2-small] [--tokens N] [--prompt-tokens N] [--reps N]
+//   [--quant [--dtypes fp32,int8,int4,fp16]]`
 //
 // Measures, side by side in one process and with interleaved repetitions (A B C A B C ...) so
 // that machine noise hits every variant alike:
@@ -21,6 +22,8 @@ import { analyzeModel } from '../src/monitor/analysis.ts';
 import { demoModelDir } from '../src/demo/index.ts';
 import { computeWeightMetrics, defaultK } from '../src/monitor/weight-metrics.ts';
 import type { SamplingParams } from '../src/runtime/types.ts';
+import type { WeightDtype } from '../src/model/architectures/weight-emission.ts';
+import { benchQuant } from './quant.ts';
 
 const { values } = parseArgs({
   options: {
@@ -29,6 +32,9 @@ const { values } = parseArgs({
     tokens: { type: 'string', default: '64' },
     'prompt-tokens': { type: 'string', default: '32' },
     reps: { type: 'string', default: '5' },
+    // --quant: compare the weight dtypes (bench/quant.ts) on each model instead of the sections above.
+    quant: { type: 'boolean', default: false },
+    dtypes: { type: 'string', default: 'fp32,int8,int4,fp16' },
   },
 });
 const TOKENS = Number(values.tokens);
@@ -172,4 +178,11 @@ for (const size of String(values.sizes).split(',').filter(Boolean)) {
   models.push([`demo ${size}`, await demoModelDir(size as 'tiny' | 'small' | 'gpt2-small')]);
 }
 for (const m of values.model ?? []) models.push([m, m]);
-for (const [label, dir] of models) await benchModel(label, dir);
+for (const [label, dir] of models) {
+  if (values.quant) {
+    const dtypes = String(values.dtypes).split(',').filter(Boolean) as WeightDtype[];
+    await benchQuant(label, dir, { dtypes, tokens: TOKENS, promptTokens: PROMPT, reps: REPS });
+  } else {
+    await benchModel(label, dir);
+  }
+}
