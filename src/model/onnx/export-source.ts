@@ -28,6 +28,8 @@ import {
   type MatmulSite,
 } from './instrument.ts';
 import { decodeModel, encodeModel, type ModelProto } from './proto.ts';
+import { dequantizeMonitoredMatMuls, UnsupportedQuantizationError } from './dequantize-export.ts';
+import { IO } from '../types.ts';
 import { defaultCacheDir } from '../cache-dir.ts';
 
 /** Bump when the surgery's output changes, so cached graphs from older code are not reused. */
@@ -110,11 +112,23 @@ export async function prepareExportGraph(
 
   const model = decodeOrFail(plainModelPath, bytes);
   surgeryOrFail(plainModelPath, () => {
+    dequantizeForSurgery(model, spec, plainModelPath);
     const anatomy = instrumentModel(model, { dMlp: spec.dMlp, normEpsFallback: spec.normEps });
     checkVocab(plainModelPath, anatomy, spec);
   });
   writeCacheEntry(entryDir, model, plainModelPath);
   return { modelPath, plainModelPath, spec, cacheKey };
+}
+
+/** Quantized exports: the unembedding and the last down projection become float32 MatMuls. */
+function dequantizeForSurgery(model: ModelProto, spec: ModelSpec, file: string): void {
+  inlineUseCacheBranch(model.graph);
+  try {
+    dequantizeMonitoredMatMuls(model.graph, { dMlp: spec.dMlp, logits: IO.logits, read: externalReader(file) });
+  } catch (e) {
+    if (e instanceof UnsupportedQuantizationError) throw new GraphSurgeryError(e.message);
+    throw e;
+  }
 }
 
 function checkVocab(file: string, anatomy: ExportAnatomy, spec: ModelSpec): void {
@@ -195,7 +209,7 @@ export function lastLayerWeightsFromExport(dir: string): LastLayerWeights {
   const spec = readModelSpec(dir);
   const model = decodeOrFail(file, readFileSync(file));
   const anatomy = surgeryOrFail(file, () => {
-    inlineUseCacheBranch(model.graph);
+    dequantizeForSurgery(model, spec, file);
     return locateLastLayer(model.graph, { dMlp: spec.dMlp });
   });
   checkVocab(file, anatomy, spec);
