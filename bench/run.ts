@@ -1,4 +1,5 @@
-// `npm run bench [-- --model DIR ...] [--sizes tiny,gpt2-small] [--tokens N] [--prompt-tokens N] [--reps N] [--proxy]`
+// `npm run bench [-- --model DIR ...] [--sizes tiny,gpt2-small] [--tokens N] [--prompt-tokens N] [--reps N]
+//   [--proxy] [--quant [--dtypes fp32,int8,int4,fp16]]`
 //
 // Measures, side by side in one process and with interleaved repetitions (A B C A B C ...) so
 // that machine noise hits every variant alike:
@@ -21,6 +22,8 @@ import { analyzeModel } from '../src/monitor/analysis.ts';
 import { demoModelDir } from '../src/demo/index.ts';
 import { computeWeightMetrics, defaultK } from '../src/monitor/weight-metrics.ts';
 import type { SamplingParams } from '../src/runtime/types.ts';
+import type { WeightDtype } from '../src/model/architectures/weight-emission.ts';
+import { benchQuant } from './quant.ts';
 
 const { values } = parseArgs({
   options: {
@@ -31,6 +34,9 @@ const { values } = parseArgs({
     reps: { type: 'string', default: '5' },
     /** Also run the proxy-mode bench (bench/proxy.ts); `--sizes ''` skips the model benches. */
     proxy: { type: 'boolean', default: false },
+    // --quant: compare the weight dtypes (bench/quant.ts) on each model instead of the sections above.
+    quant: { type: 'boolean', default: false },
+    dtypes: { type: 'string', default: 'fp32,int8,int4,fp16' },
   },
 });
 const TOKENS = Number(values.tokens);
@@ -174,5 +180,12 @@ for (const size of String(values.sizes).split(',').filter(Boolean)) {
   models.push([`demo ${size}`, await demoModelDir(size as 'tiny' | 'small' | 'gpt2-small')]);
 }
 for (const m of values.model ?? []) models.push([m, m]);
-for (const [label, dir] of models) await benchModel(label, dir);
+for (const [label, dir] of models) {
+  if (values.quant) {
+    const dtypes = String(values.dtypes).split(',').filter(Boolean) as WeightDtype[];
+    await benchQuant(label, dir, { dtypes, tokens: TOKENS, promptTokens: PROMPT, reps: REPS });
+  } else {
+    await benchModel(label, dir);
+  }
+}
 if (values.proxy) await (await import('./proxy.ts')).benchProxy();

@@ -14,6 +14,8 @@ type Options = NonNullable<ParseArgsConfig['options']>;
 export const COMMON: Options = {
   model: { type: 'string' },
   device: { type: 'string', default: 'cpu' },
+  dtype: { type: 'string', default: 'fp32' },
+  'quantize-last-layer': { type: 'boolean', default: false },
   catalogue: { type: 'string' },
   unigram: { type: 'string' },
   help: { type: 'boolean', short: 'h' },

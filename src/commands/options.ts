@@ -1,6 +1,7 @@
 // Parsing numeric command-line flags with errors that name the flag.
 
 import { InvalidInputError } from '../errors.ts';
+import { DTYPES, type WeightDtype } from '../model/architectures/weight-emission.ts';
 
 export function numberFlag(
   values: Record<string, unknown>,
@@ -24,6 +25,13 @@ export function requiredString(values: Record<string, unknown>, flag: string): s
   const v = values[flag];
   if (typeof v !== 'string' || v === '') throw new InvalidInputError(`--${flag} is required`, flag);
   return v;
+}
+
+/** --dtype: the MatMul weight dtype of graphs built from checkpoints (exports keep their own). */
+export function dtypeFlag(values: Record<string, unknown>): WeightDtype {
+  const d = (values.dtype as string | undefined) ?? 'fp32';
+  if (!(DTYPES as readonly string[]).includes(d)) throw new InvalidInputError(`--dtype must be ${DTYPES.join(', ')}, got "${d}"`, 'dtype');
+  return d as WeightDtype;
 }
 
 export function deviceFlag(values: Record<string, unknown>): 'cpu' | 'cuda' | 'auto' {

@@ -9,7 +9,7 @@ import type { OnnxEngine } from '../runtime/engine.ts';
 import { InterventionRegistry, parseInterventionSpec, targetOptions } from '../monitor/interventions.ts';
 import { loadCatalogueFor } from '../monitor/catalogue-loader.ts';
 import { calibrationMeanLookup, type Catalogue } from '../monitor/catalogue.ts';
-import { deviceFlag } from './options.ts';
+import { deviceFlag, dtypeFlag } from './options.ts';
 
 export interface Setup {
   source: ModelSource;
@@ -24,7 +24,10 @@ export async function setupEngine(
   opts: { modelId?: string; withoutCatalogue?: boolean } = {},
 ): Promise<Setup> {
   const dir = await resolveModelDir(values.model as string | undefined);
-  const source = await openModelSource(dir);
+  const source = await openModelSource(dir, {
+    dtype: dtypeFlag(values),
+    quantizeLastLayer: values['quantize-last-layer'] === true,
+  });
   const catalogue = opts.withoutCatalogue
     ? null
     : await loadCatalogueFor(source, {

@@ -10,6 +10,7 @@ import { prepareCheckpointGraph } from './graph-cache.ts';
 import { isExportDir, lastLayerWeightsFromExport, prepareExportGraph } from './onnx/export-source.ts';
 import type { LastLayerWeights, ModelSpec } from './types.ts';
 import type { ModelIdentity } from './identity.ts';
+import type { WeightDtype } from './architectures/weight-emission.ts';
 
 export type SourceKind = 'checkpoint' | 'onnx-export';
 
@@ -32,7 +33,14 @@ export function sourceKind(dir: string): SourceKind {
   return isExportDir(dir) ? 'onnx-export' : 'checkpoint';
 }
 
-export async function openModelSource(dirArg: string, opts: { cacheDir?: string } = {}): Promise<ModelSource> {
+export interface OpenSourceOptions {
+  cacheDir?: string;
+  /** MatMul weight dtype for checkpoints (default fp32); an export runs in the dtype it was saved in. */
+  dtype?: WeightDtype;
+  quantizeLastLayer?: boolean;
+}
+
+export async function openModelSource(dirArg: string, opts: OpenSourceOptions = {}): Promise<ModelSource> {
   const dir = resolve(dirArg);
   if (!existsSync(dir)) throw new ModelLoadError(dir, 'model folder not found');
   if (!statSync(dir).isDirectory()) throw new ModelLoadError(dir, 'is not a folder (pass the model folder)');
@@ -51,7 +59,12 @@ export async function openModelSource(dirArg: string, opts: { cacheDir?: string 
       lastLayerWeights: () => lastLayerWeightsFromExport(dir),
     };
   }
-  const p = await prepareCheckpointGraph(dir, { instrument: true, cacheDir: opts.cacheDir });
+  const p = await prepareCheckpointGraph(dir, {
+    instrument: true,
+    cacheDir: opts.cacheDir,
+    dtype: opts.dtype,
+    quantizeLastLayer: opts.quantizeLastLayer,
+  });
   return {
     dir,
     kind,

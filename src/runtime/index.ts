@@ -7,6 +7,7 @@ export { defaultUnigramFile } from '../model/source.ts';
 import { OnnxEngine, type WatchedNeurons } from './engine.ts';
 import { InferenceWorker } from './worker-client.ts';
 import type { Device } from './protocol.ts';
+import type { WeightDtype } from '../model/architectures/weight-emission.ts';
 import { frequencyDirection, readUnigramFile } from '../monitor/frequency.ts';
 import { watchedIndices } from '../monitor/neurons.ts';
 
@@ -15,6 +16,9 @@ export interface EngineOptions {
   model?: string;
   device?: Device;
   cacheDir?: string;
+  /** MatMul weight dtype of a graph built from a checkpoint (default fp32; exports keep theirs). */
+  dtype?: WeightDtype;
+  quantizeLastLayer?: boolean;
   /** Neurons to report per token; normally from the catalogue (see src/monitor/catalogue-loader.ts). */
   watched?: WatchedNeurons;
   /** Unigram counts file; default: unigram.json in the model folder when present. */
@@ -70,6 +74,10 @@ export async function createEngineFromSource(source: ModelSource, opts: EngineOp
 
 export async function createEngine(opts: EngineOptions = {}): Promise<OnnxEngine> {
   const dir = await resolveModelDir(opts.model);
-  const source = await openModelSource(dir, { cacheDir: opts.cacheDir });
+  const source = await openModelSource(dir, {
+    cacheDir: opts.cacheDir,
+    dtype: opts.dtype,
+    quantizeLastLayer: opts.quantizeLastLayer,
+  });
   return createEngineFromSource(source, opts);
 }

@@ -7,8 +7,9 @@ import type { NormType } from '../types.ts';
 import type { GraphBuilder } from '../onnx/graph-builder.ts';
 import { DataType } from '../onnx/proto.ts';
 import type { LinearWeights, NormWeights } from './weights.ts';
+import { emitMatMul } from './weight-emission.ts';
 
-/** x @ W (+ b), W stored as one [in, out] initializer. */
+/** x @ W (+ b), W stored as one [in, out] weight in the dtype the builder's policy picks. */
 export function linear(
   g: GraphBuilder,
   x: string,
@@ -17,7 +18,7 @@ export function linear(
   inF: number,
   outF: number,
 ): string {
-  const y = g.node('MatMul', [x, g.weight(`${name}.weight`, [inF, outF], w.weight)]);
+  const y = emitMatMul(g, x, name, inF, outF, w.weight);
   return w.bias ? g.node('Add', [y, g.weight(`${name}.bias`, [outF], w.bias)]) : y;
 }
 

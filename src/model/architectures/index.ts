@@ -11,6 +11,7 @@ import { gpt2Weights, parseGpt2Config } from './gpt2.ts';
 import { gptNeoxWeights, parseGptNeoxConfig } from './gpt_neox.ts';
 import { llamaWeights, parseLlamaConfig } from './llama.ts';
 import { TensorLoader, type DecoderWeights } from './weights.ts';
+import { setWeightEmission, type WeightDtype } from './weight-emission.ts';
 
 /**
  * Bumped whenever the graphs built from the same checkpoint change (layout, ops, IO), so that
@@ -81,12 +82,23 @@ export interface BuiltGraph {
  * Writes `model.onnx` and `model.onnx.data` for the checkpoint in `dir` into `outDir` (which
  * must exist). Synchronous and memory-light: one tensor is resident at a time.
  */
-export function buildCheckpointGraph(dir: string, outDir: string, opts: { instrument: boolean }): BuiltGraph {
+export interface BuildOptions {
+  instrument: boolean;
+  /** MatMul weight dtype (default fp32); see weight-emission.ts. */
+  dtype?: WeightDtype;
+  /** Quantize the last layer's MLP too (default: it stays float32 for the monitor). */
+  quantizeLastLayer?: boolean;
+}
+
+export function buildCheckpointGraph(dir: string, outDir: string, opts: BuildOptions): BuiltGraph {
   const { config, weights } = openCheckpoint(dir);
   const modelPath = join(outDir, MODEL_FILE);
   const g = new GraphBuilder({ dataPath: join(outDir, DATA_FILE) });
+  const dtype = opts.dtype ?? 'fp32';
+  const quantizeLastLayer = opts.quantizeLastLayer ?? false;
+  setWeightEmission(g, { dtype, quantizeLastLayer, lastLayer: config.spec.nLayers - 1 });
   try {
-    buildDecoderGraph(g, config, weights, opts);
+    buildDecoderGraph(g, config, weights, { instrument: opts.instrument });
   } catch (e) {
     g.abort();
     throw e;
@@ -98,6 +110,8 @@ export function buildCheckpointGraph(dir: string, outDir: string, opts: { instru
     'confidence_sidecar.model_type': spec.modelType,
     'confidence_sidecar.instrumented': String(opts.instrument),
     'confidence_sidecar.last_layer': String(spec.nLayers - 1),
+    'confidence_sidecar.dtype': dtype,
+    'confidence_sidecar.quantize_last_layer': String(quantizeLastLayer),
   });
   return { modelPath, spec };
 }

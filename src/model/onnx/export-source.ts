@@ -18,6 +18,8 @@ import {
   type MatmulSite,
 } from './instrument.ts';
 import { decodeModel, encodeModel, type ModelProto } from './proto.ts';
+import { dequantizeMonitoredMatMuls, UnsupportedQuantizationError } from './dequantize-export.ts';
+import { IO } from '../types.ts';
 import { defaultCacheDir } from '../cache-dir.ts';
 import { writeCacheDir } from '../cache-entry.ts';
 import { contentKey, modelIdentity, type ModelIdentity } from '../identity.ts';
@@ -105,6 +107,7 @@ export async function prepareExportGraph(
   if (existsSync(modelPath)) return prepared;
 
   surgeryOrFail(plainModelPath, () => {
+    dequantizeForSurgery(model, spec, plainModelPath);
     const anatomy = instrumentModel(model, { dMlp: spec.dMlp, normEpsFallback: spec.normEps });
     checkVocab(plainModelPath, anatomy, spec);
   });
@@ -120,6 +123,17 @@ export async function prepareExportGraph(
     }
   });
   return prepared;
+}
+
+/** Quantized exports: the unembedding and the last down projection become float32 MatMuls. */
+function dequantizeForSurgery(model: ModelProto, spec: ModelSpec, file: string): void {
+  inlineUseCacheBranch(model.graph);
+  try {
+    dequantizeMonitoredMatMuls(model.graph, { dMlp: spec.dMlp, logits: IO.logits, read: externalReader(file) });
+  } catch (e) {
+    if (e instanceof UnsupportedQuantizationError) throw new GraphSurgeryError(e.message);
+    throw e;
+  }
 }
 
 function checkVocab(file: string, anatomy: ExportAnatomy, spec: ModelSpec): void {
@@ -170,7 +184,7 @@ export function lastLayerWeightsFromExport(dir: string): LastLayerWeights {
   const spec = readModelSpec(dir);
   const model = decodeOrFail(file, readFileSync(file));
   const anatomy = surgeryOrFail(file, () => {
-    inlineUseCacheBranch(model.graph);
+    dequantizeForSurgery(model, spec, file);
     return locateLastLayer(model.graph, { dMlp: spec.dMlp });
   });
   checkVocab(file, anatomy, spec);

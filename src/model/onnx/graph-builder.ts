@@ -39,6 +39,8 @@ export class GraphBuilder {
   private readonly outputs: ValueInfoProto[] = [];
   private readonly taken = new Set<string>();
   private readonly constants = new Map<string, string>();
+  /** Operator domains beyond the default one that nodes use (e.g. com.microsoft for MatMulNBits). */
+  private readonly domains = new Set<string>();
   private readonly opset: number;
   private readonly threshold: number;
   private readonly dataLocation: string;
@@ -76,7 +78,9 @@ export class GraphBuilder {
     outputs: number,
     attrs: Record<string, AttrValue> = {},
     names?: string[],
+    domain = '',
   ): string[] {
+    if (domain) this.domains.add(domain);
     const nodeName = this.unique(op);
     const out = names ?? Array.from({ length: outputs }, (_, i) => this.unique(`${nodeName}_out${i}`));
     if (names) for (const n of names) this.claim(n);
@@ -85,7 +89,7 @@ export class GraphBuilder {
       output: out,
       name: nodeName,
       opType: op,
-      domain: '',
+      domain,
       attribute: Object.entries(attrs).map(([k, v]) => attribute(k, v)),
     });
     return out;
@@ -102,6 +106,16 @@ export class GraphBuilder {
       dims,
       new Uint8Array(data.buffer, data.byteOffset, data.byteLength),
     );
+  }
+
+  /** An initializer of any element type from its little-endian bytes (quantized weights, fp16). */
+  tensor(nameHint: string, dataType: number, dims: number[], bytes: Uint8Array): string {
+    return this.addInitializer(nameHint, dataType, dims, bytes);
+  }
+
+  /** A single-output node of onnxruntime's com.microsoft contrib domain (version 1). */
+  contribNode(op: string, inputs: string[], attrs: Record<string, AttrValue> = {}): string {
+    return this.nodeN(op, inputs, 1, attrs, undefined, 'com.microsoft')[0]!;
   }
 
   /** An int64 constant (shapes, axes, indices); identical constants are shared. */
@@ -131,7 +145,10 @@ export class GraphBuilder {
     this.closeData();
     const encoded = encodeModel({
       irVersion: IR_VERSION,
-      opsetImport: [{ domain: '', version: this.opset }],
+      opsetImport: [
+        { domain: '', version: this.opset },
+        ...[...this.domains].map((domain) => ({ domain, version: 1 })),
+      ],
       producerName: 'confidence-sidecar',
       producerVersion: '',
       graph: {
