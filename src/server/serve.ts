@@ -5,6 +5,7 @@
 
 import type { InterventionRegistry } from '../monitor/interventions.ts';
 import { buildServer, type ServerEngine } from './app.ts';
+import type { UnknownFields } from './routes/context.ts';
 import { Telemetry } from './telemetry/index.ts';
 
 export interface LoadedModel {
@@ -24,6 +25,10 @@ export interface ServeOptions {
   apiKey?: string | null;
   maxConcurrency: number;
   maxQueue: number;
+  /** The most choices (n) per request; default DEFAULT_MAX_N. */
+  maxN?: number;
+  /** Unknown request fields: refused (default) or dropped with a warning. */
+  unknownFields?: UnknownFields;
   /** pino level (default "info"). */
   logLevel?: string;
   /** On shutdown, how long generations in flight may finish (default 10 s). */
@@ -88,6 +93,8 @@ export async function serve(opts: ServeOptions): Promise<void> {
     apiKey,
     maxConcurrency: opts.maxConcurrency,
     maxQueue: opts.maxQueue,
+    ...(opts.maxN !== undefined ? { maxN: opts.maxN } : {}),
+    ...(opts.unknownFields !== undefined ? { unknownFields: opts.unknownFields } : {}),
     logger: { level: opts.logLevel ?? 'info' },
     ...(opts.shutdownGraceMs !== undefined ? { shutdownGraceMs: opts.shutdownGraceMs } : {}),
   });
