@@ -11,7 +11,13 @@ import { generateCommand, scoreCommand } from './commands/generate.ts';
 import { demoModelCommand } from './commands/demo-model.ts';
 import { analyzeCommand, countUnigramsCommand } from './commands/analyze.ts';
 import { serveCommand } from './commands/serve.ts';
-import { parseFlagValue as parseValue, placeholder, typeLabel, type CommandSpec, type Flag } from './commands/flags.ts';
+import {
+  parseFlagValue as parseValue,
+  placeholder,
+  typeLabel,
+  type CommandSpec,
+  type Flag,
+} from './commands/flags.ts';
 
 /** Every command, in --help order. A new command: its file exports a CommandSpec, listed here. */
 export const COMMANDS: CommandSpec[] = [
@@ -26,13 +32,18 @@ export const COMMANDS: CommandSpec[] = [
 const PROGRAM = 'confidence-sidecar';
 
 function version(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as {
+    version: string;
+  };
   return pkg.version;
 }
 
 /** commander's messages ("error: ...", a suggestion on a second line) as one line. */
 const oneLine = (name: string, text: string) =>
-  `${name}: ${text.replace(/^error: /, '').trim().replace(/\s*\n\s*/g, ' ')}\n`;
+  `${name}: ${text
+    .replace(/^error: /, '')
+    .trim()
+    .replace(/\s*\n\s*/g, ' ')}\n`;
 
 function toOption(f: Flag): Option {
   const flags = `${f.short ? `-${f.short}, ` : ''}--${f.name}${f.type === 'boolean' ? '' : ` <${placeholder(f)}>`}`;
@@ -60,7 +71,9 @@ export function buildProgram(state: { command: string } = { command: PROGRAM }):
     outputError: (text: string, write: (s: string) => void) => write(oneLine(name, text)),
   });
   const program = new Command(PROGRAM)
-    .description('An OpenAI-compatible inference server that watches an LLM\'s confidence-regulation neurons token by token.')
+    .description(
+      "An OpenAI-compatible inference server that watches an LLM's confidence-regulation neurons token by token.",
+    )
     .version(version(), '-V, --version', 'print the version and exit')
     .helpOption('-h, --help', 'show this help')
     .exitOverride()
@@ -128,7 +141,9 @@ export async function main(argv: string[]): Promise<number> {
   } catch (e) {
     if (e instanceof CommanderError) {
       // Help and version went to stdout; anything else was written as one line by outputError.
-      return e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.exitCode === 0 ? 0 : 2;
+      return e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.exitCode === 0
+        ? 0
+        : 2;
     }
     if (isUserError(e)) {
       process.stderr.write(`${state.command}: ${e.message}\n`);

@@ -92,7 +92,10 @@ describe('--help and --version', () => {
 
 describe('flag errors: one line, exit 2', () => {
   const cases: [string[], RegExp, Record<string, string>?][] = [
-    [['generate', '--prompt', 'x', '--max-tokens', '-1'], /^confidence-sidecar generate: --max-tokens must be >= 1, got -1$/],
+    [
+      ['generate', '--prompt', 'x', '--max-tokens', '-1'],
+      /^confidence-sidecar generate: --max-tokens must be >= 1, got -1$/,
+    ],
     [['generate', '--prompt', 'x', '--max-tokens', '1.5'], /--max-tokens must be an integer, got "1.5"/],
     [['generate', '--prompt', 'x', '--temperature', 'hot'], /--temperature must be a number/],
     [['generate', '--prompt', 'x', '--device', 'gpu'], /--device must be one of cpu, cuda, auto/],
@@ -137,7 +140,17 @@ describe('running', () => {
     const child = spawn(
       process.execPath,
       // 250 JSON lines are far more than a pipe buffers (64 KiB), so writes continue after the close.
-      [BIN, 'generate', '--model', fixture('gpt2-tiny-random-onnx'), '--prompt', 'The moon', '--max-tokens', '250', '--json'],
+      [
+        BIN,
+        'generate',
+        '--model',
+        fixture('gpt2-tiny-random-onnx'),
+        '--prompt',
+        'The moon',
+        '--max-tokens',
+        '250',
+        '--json',
+      ],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
     let stderr = '';

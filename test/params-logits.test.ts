@@ -22,7 +22,15 @@ describe('pure adjustments on a known row [2, -1, 0.5, 3, -2]', () => {
   it('frequency and presence: mu - c*alpha_f - (c>0)*alpha_p', () => {
     const r = row();
     // token 0 seen twice, token 3 once; alpha_f = 0.5, alpha_p = 0.25
-    applyFrequencyPresence(r, new Map([[0, 2], [3, 1]]), 0.5, 0.25);
+    applyFrequencyPresence(
+      r,
+      new Map([
+        [0, 2],
+        [3, 1],
+      ]),
+      0.5,
+      0.25,
+    );
     close(r, [2 - 1 - 0.25, -1, 0.5, 3 - 0.5 - 0.25, -2]);
   });
   it('negative penalties raise the seen tokens', () => {
@@ -37,7 +45,10 @@ describe('pure adjustments on a known row [2, -1, 0.5, 3, -2]', () => {
   });
   it('logit_bias adds, and -100 all but bans', () => {
     const r = row();
-    applyLogitBias(r, [[3, -100], [4, 5]]);
+    applyLogitBias(r, [
+      [3, -100],
+      [4, 5],
+    ]);
     close(r, [2, -1, 0.5, -97, 3]);
   });
   it('maskTokens makes ids unselectable', () => {

@@ -87,6 +87,16 @@ describe('sampling parameters on the real engine', () => {
     const recorded = s.telemetry.tokens.get(r.headers.get('x-request-id')!)!;
     expect(recorded.map((t) => t.adjustments)).toEqual([['logit_bias'], ['logit_bias'], ['logit_bias']]);
     expect(s.telemetry.tokens.get(base.headers.get('x-request-id')!)![0]!.adjustments).toBeUndefined();
+    // And the confidence extension says so too, complete and streamed.
+    const withConf = await complete({
+      max_tokens: 2,
+      temperature: 0,
+      logit_bias: { [String(fifthId[0])]: 100 },
+      confidence: true,
+    });
+    expect(withConf.body.choices[0].confidence.adjustments).toEqual([['logit_bias'], ['logit_bias']]);
+    const plainConf = await complete({ max_tokens: 2, temperature: 0, confidence: true });
+    expect(plainConf.body.choices[0].confidence).not.toHaveProperty('adjustments');
   });
 
   it('frequency/presence penalties: each greedy pick is the argmax of logprob - c*f - (c>0)*p', async () => {
@@ -137,10 +147,16 @@ describe('sampling parameters on the real engine', () => {
     }
     // min_tokens 1 with the greedy first token as a stop token: the first pick is the runner-up.
     const first = ids[0]!;
-    const runnerUp = Object.entries(base.body.choices[0].logprobs.top_logprobs[0] as Record<string, number>).sort(
-      (a, b) => b[1] - a[1],
-    )[1]![0];
-    const masked = await complete({ max_tokens: 2, temperature: 0, logprobs: 0, stop_token_ids: [first], min_tokens: 1 });
+    const runnerUp = Object.entries(
+      base.body.choices[0].logprobs.top_logprobs[0] as Record<string, number>,
+    ).sort((a, b) => b[1] - a[1])[1]![0];
+    const masked = await complete({
+      max_tokens: 2,
+      temperature: 0,
+      logprobs: 0,
+      stop_token_ids: [first],
+      min_tokens: 1,
+    });
     expect(masked.body.choices[0].logprobs.tokens[0]).toBe(runnerUp);
   });
 
@@ -152,16 +168,26 @@ describe('sampling parameters on the real engine', () => {
     const promptIds = s.engine.encode(PROMPT);
     const scored = await s.engine.score(promptIds);
     const n = promptIds.length;
-    expect(choice.logprobs.tokens.slice(0, n)).toEqual(promptIds.map((id) => s.engine.tokenizer.tokenText(id)));
+    expect(choice.logprobs.tokens.slice(0, n)).toEqual(
+      promptIds.map((id) => s.engine.tokenizer.tokenText(id)),
+    );
     expect(choice.logprobs.token_logprobs[0]).toBeNull();
-    for (let k = 1; k < n; k++) expect(choice.logprobs.token_logprobs[k]).toBeCloseTo(scored[k - 1]!.nextLogprob!, 5);
+    for (let k = 1; k < n; k++)
+      expect(choice.logprobs.token_logprobs[k]).toBeCloseTo(scored[k - 1]!.nextLogprob!, 5);
     expect(choice.logprobs.text_offset[0]).toBe(0);
     expect(choice.logprobs.text_offset[n]).toBe(PROMPT.length);
     // Streamed, the prompt comes first.
     const res = await fetch(`${s.url}/v1/completions`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ model: s.engine.modelId, prompt: PROMPT, max_tokens: 2, temperature: 0, echo: true, stream: true }),
+      body: JSON.stringify({
+        model: s.engine.modelId,
+        prompt: PROMPT,
+        max_tokens: 2,
+        temperature: 0,
+        echo: true,
+        stream: true,
+      }),
     });
     const events = (await readSse(res)) as JsonBody[];
     expect(events[0].choices[0].text).toBe(PROMPT);

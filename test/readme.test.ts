@@ -17,7 +17,12 @@ function blocks(lang: string): string[] {
   const re = new RegExp(`^( *)\`\`\`${lang}\\n([\\s\\S]*?)^\\1\`\`\``, 'gm');
   for (const m of README.matchAll(re)) {
     const indent = m[1]!.length;
-    out.push(m[2]!.split('\n').map((l) => l.slice(indent)).join('\n'));
+    out.push(
+      m[2]!
+        .split('\n')
+        .map((l) => l.slice(indent))
+        .join('\n'),
+    );
   }
   return out;
 }
@@ -35,7 +40,10 @@ const commandLines = (): string[] =>
 /** Lines a test cannot run, and why. Anything else in a sh block must be run below. */
 const NOT_RUN: [RegExp, string][] = [
   [/^npm ci$/, 'installs from the registry (network)'],
-  [/^bash \.ci\/install-system-deps\.sh && npm ci && npm test$/, 'installs system packages and runs this suite'],
+  [
+    /^bash \.ci\/install-system-deps\.sh && npm ci && npm test$/,
+    'installs system packages and runs this suite',
+  ],
   [/^ONNXRUNTIME_NODE_INSTALL=cuda12 /, 'downloads the CUDA provider (network, GPU host)'],
   [/serve --device cuda/, 'needs an NVIDIA GPU'],
 ];
@@ -50,7 +58,8 @@ describe('README command lines', () => {
 
   it('every command line is either run here or named as not runnable', () => {
     const uncovered = lines.filter(
-      (l) => ![SERVER, QUERY, MONITOR, CLI, BENCH].some((r) => r.test(l)) && !NOT_RUN.some(([r]) => r.test(l)),
+      (l) =>
+        ![SERVER, QUERY, MONITOR, CLI, BENCH].some((r) => r.test(l)) && !NOT_RUN.some(([r]) => r.test(l)),
     );
     expect(uncovered).toEqual([]);
     expect(lines.filter((l) => SERVER.test(l))).toHaveLength(1);
@@ -101,7 +110,10 @@ describe('README command lines', () => {
     const at = (line: string) => line.replaceAll('127.0.0.1:8080', `127.0.0.1:${port}`);
     beforeAll(async () => {
       // Port 0 instead of 8080 so the test cannot collide with anything on the machine.
-      const [cmd, ...args] = lines.find((l) => SERVER.test(l))!.replace('--port 8080', '--port 0').split(' ');
+      const [cmd, ...args] = lines
+        .find((l) => SERVER.test(l))!
+        .replace('--port 8080', '--port 0')
+        .split(' ');
       server = spawn(cmd!, args, { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
       port = await new Promise<number>((res, rej) => {
         let buf = '';
@@ -114,7 +126,10 @@ describe('README command lines', () => {
       });
       // Ready once /readyz says so (the model loads after the server listens).
       for (let i = 0; i < 600; i++) {
-        const ok = await fetch(`http://127.0.0.1:${port}/readyz`).then((r) => r.ok, () => false);
+        const ok = await fetch(`http://127.0.0.1:${port}/readyz`).then(
+          (r) => r.ok,
+          () => false,
+        );
         if (ok) break;
         await new Promise((r) => setTimeout(r, 200));
       }
@@ -145,7 +160,8 @@ describe('README command lines', () => {
         if (!q.includes('/metrics')) expect(() => JSON.parse(r.stdout), q).not.toThrow();
         expect(r.stdout, q).not.toMatch(/"error"/);
       }
-      for (let i = 0; i < 100 && !out.includes('"type":"token"'); i++) await new Promise((r) => setTimeout(r, 100));
+      for (let i = 0; i < 100 && !out.includes('"type":"token"'); i++)
+        await new Promise((r) => setTimeout(r, 100));
       ws.kill();
       expect(out).toContain('"type":"token"');
     });
@@ -169,7 +185,10 @@ describe('README command lines', () => {
 describe('README neuron addresses', () => {
   it('the planted neurons it names are the demo model’s', async () => {
     const planted = JSON.parse(readFileSync(join(await demoModelDir('tiny'), 'planted.json'), 'utf8'));
-    const m = /planted entropy neurons are `([\d.]+)` and `([\d.]+)`, its\s+token-frequency neurons `([\d.]+)` and `([\d.]+)`/.exec(README);
+    const m =
+      /planted entropy neurons are `([\d.]+)` and `([\d.]+)`, its\s+token-frequency neurons `([\d.]+)` and `([\d.]+)`/.exec(
+        README,
+      );
     expect(m).not.toBeNull();
     expect([m![1], m![2]]).toEqual(planted.entropy.slice(0, 2));
     expect([m![3], m![4]]).toEqual(planted.frequency.slice(0, 2));

@@ -15,7 +15,10 @@ export const demoModelCommand: CommandSpec = {
   name: 'demo-model',
   summary: 'write the built-in demo model (GPT-2 tokenizer, planted entropy and frequency neurons)',
   flags: DEMO_MODEL_FLAGS,
-  examples: ['confidence-sidecar demo-model --out ./demo', 'confidence-sidecar demo-model --out ./demo-small --size small'],
+  examples: [
+    'confidence-sidecar demo-model --out ./demo',
+    'confidence-sidecar demo-model --out ./demo-small --size small',
+  ],
   run: (values) => runDemoModel(values),
 };
 

@@ -113,9 +113,13 @@ export function parseFlagValue(f: Flag, raw: string, from = `--${f.name}`): stri
       throw new InvalidInputError(`${from} must be ${what}, got "${raw}"`, f.name);
     }
     if (f.min !== undefined && (f.exclusiveMin ? v <= f.min : v < f.min)) {
-      throw new InvalidInputError(`${from} must be ${f.exclusiveMin ? '>' : '>='} ${f.min}, got ${v}`, f.name);
+      throw new InvalidInputError(
+        `${from} must be ${f.exclusiveMin ? '>' : '>='} ${f.min}, got ${v}`,
+        f.name,
+      );
     }
-    if (f.max !== undefined && v > f.max) throw new InvalidInputError(`${from} must be <= ${f.max}, got ${v}`, f.name);
+    if (f.max !== undefined && v > f.max)
+      throw new InvalidInputError(`${from} must be <= ${f.max}, got ${v}`, f.name);
     return v;
   }
   if (f.type === 'choice' && !f.choices!.includes(raw)) {

@@ -35,7 +35,12 @@ export interface LogitsParams {
 export type TokenCounts = Map<number, number>;
 
 /** OpenAI: mu[j] -= c[j] * frequency_penalty + (c[j] > 0) * presence_penalty, in place. */
-export function applyFrequencyPresence(row: Float32Array, counts: TokenCounts, frequency: number, presence: number): void {
+export function applyFrequencyPresence(
+  row: Float32Array,
+  counts: TokenCounts,
+  frequency: number,
+  presence: number,
+): void {
   for (const [id, c] of counts) {
     if (c > 0 && id < row.length) row[id] = row[id]! - c * frequency - presence;
   }
@@ -152,7 +157,12 @@ export class SequenceLogits {
       active.push('repetition_penalty');
     }
     if ((this.p.frequencyPenalty || this.p.presencePenalty) && this.completionCounts.size > 0) {
-      applyFrequencyPresence(row, this.completionCounts, this.p.frequencyPenalty ?? 0, this.p.presencePenalty ?? 0);
+      applyFrequencyPresence(
+        row,
+        this.completionCounts,
+        this.p.frequencyPenalty ?? 0,
+        this.p.presencePenalty ?? 0,
+      );
       if (this.p.frequencyPenalty) active.push('frequency_penalty');
       if (this.p.presencePenalty) active.push('presence_penalty');
     }

@@ -25,7 +25,10 @@ export function unknownFieldsHooks(
       const dropped = Object.keys(record).filter((k) => !known.has(k));
       if (dropped.length === 0) return;
       for (const k of dropped) delete record[k];
-      request.log.warn({ ignored_fields: dropped }, 'ignored unknown request fields (--unknown-fields ignore)');
+      request.log.warn(
+        { ignored_fields: dropped },
+        'ignored unknown request fields (--unknown-fields ignore)',
+      );
       ctx.telemetry()?.fieldsIgnored?.(endpoint, dropped.length);
     },
   };
