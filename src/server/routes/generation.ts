@@ -150,7 +150,8 @@ async function generate(
   // A failing choice stops its siblings.
   const inner = new AbortController();
   const stopAll = () => inner.abort(signal.reason);
-  signal.addEventListener('abort', stopAll, { once: true });
+  if (signal.aborted) stopAll();
+  else signal.addEventListener('abort', stopAll, { once: true });
   const tokens: GeneratedToken[][] = Array.from({ length: plan.n }, () => []);
   let sse: SseStream | null = null;
   const summaries: GenerationSummary[] = [];

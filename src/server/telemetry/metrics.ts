@@ -181,5 +181,6 @@ export function initialiseSeries(m: SidecarMetrics, model: string): void {
   m.wsEventsDropped.inc({ model }, 0);
   for (const endpoint of ['completions', 'chat_completions']) {
     m.requests.inc({ model, endpoint, outcome: 'success' }, 0);
+    m.ignoredFields.inc({ model, endpoint }, 0);
   }
 }
