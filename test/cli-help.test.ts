@@ -136,6 +136,42 @@ describe('running', () => {
     expect(viaEnv.stdout).toBe(viaFlag.stdout);
   });
 
+  it('generate --frequency-penalty: each token line names the adjustment once a token was seen', () => {
+    const args = [
+      'generate',
+      '--model',
+      fixture('aidreams260K-onnx'),
+      '--prompt',
+      'The moon',
+      '--max-tokens',
+      '4',
+      '--json',
+    ];
+    const r = cli([...args, '--frequency-penalty', '1.5']);
+    expect(r.code, r.stderr).toBe(0);
+    const tokens = r.stdout
+      .trim()
+      .split('\n')
+      .slice(0, -1)
+      .map((l) => JSON.parse(l));
+    // Nothing is counted before the first completion token, so the first row is the model's own.
+    expect(tokens.map((t) => t.adjustments)).toEqual([
+      undefined,
+      ['frequency_penalty'],
+      ['frequency_penalty'],
+      ['frequency_penalty'],
+    ]);
+    const plain = cli(args);
+    const plainTokens = plain.stdout
+      .trim()
+      .split('\n')
+      .slice(0, -1)
+      .map((l) => JSON.parse(l));
+    // The first token and its signals are unchanged; the signals are the raw row's throughout.
+    expect(tokens[0].token_id).toBe(plainTokens[0].token_id);
+    expect(tokens[0].entropy).toBe(plainTokens[0].entropy);
+  });
+
   it('generate --json | head -1 ends quietly when the reader goes away', async () => {
     const child = spawn(
       process.execPath,

@@ -3,6 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { InvalidInputError } from '../errors.ts';
 import type { GeneratedToken, ScoredPosition } from '../runtime/types.ts';
+import type { LogitsParams } from '../runtime/logits-processors.ts';
 import { signalsJson, tokenRecordJson, type TokenRecordJson } from '../monitor/token-record.ts';
 import { numberFlag, requiredString } from './options.ts';
 import { registerCliInterventions, setupEngine } from './setup.ts';
@@ -26,6 +27,10 @@ export const GENERATE_FLAGS: Flag[] = [
   { name: 'top-k', type: 'integer', min: 0, default: 0, help: 'sample among the k most likely tokens; 0 = off' },
   { name: 'seed', type: 'integer', min: 0, help: 'seed for reproducible sampling' },
   { name: 'stop', type: 'string', repeatable: true, help: 'stop string (not included in the output)' },
+  { name: 'frequency-penalty', type: 'number', min: -2, max: 2, default: 0, help: "OpenAI's: logit -= count * X" },
+  { name: 'presence-penalty', type: 'number', min: -2, max: 2, default: 0, help: "OpenAI's: logit -= X once seen" },
+  { name: 'repetition-penalty', type: 'number', min: 0, exclusiveMin: true, default: 1, help: "vLLM's; 1 = off" },
+  { name: 'min-p', type: 'number', min: 0, max: 1, default: 0, help: "vLLM's: drop tokens below X * p_max; 0 = off" },
   INTERVENE,
   { name: 'json', type: 'boolean', help: 'one JSON line per token with its confidence signals, then a summary line' },
 ];
@@ -77,6 +82,17 @@ export function scoredJson(p: ScoredPosition): Record<string, unknown> {
   };
 }
 
+/** The sampling adjustments of runtime/logits-processors.ts from their flags; absent when all are off. */
+function logitsFlags(values: Record<string, unknown>): { logits?: LogitsParams } {
+  const p: LogitsParams = {};
+  const num = (k: string) => (values[k] === undefined ? undefined : Number(values[k]));
+  if (num('frequency-penalty')) p.frequencyPenalty = num('frequency-penalty');
+  if (num('presence-penalty')) p.presencePenalty = num('presence-penalty');
+  if (num('repetition-penalty') !== undefined && num('repetition-penalty') !== 1) p.repetitionPenalty = num('repetition-penalty');
+  if (num('min-p')) p.minP = num('min-p');
+  return Object.keys(p).length > 0 ? { logits: p } : {};
+}
+
 export async function runGenerate(values: Record<string, unknown>): Promise<void> {
   const prompt = requiredString(values, 'prompt');
   const params = {
@@ -87,6 +103,7 @@ export async function runGenerate(values: Record<string, unknown>): Promise<void
     seed: numberFlag(values, 'seed', { min: 0, integer: true }),
     stop: (values.stop as string[] | undefined) ?? [],
     topLogprobs: 0,
+    ...logitsFlags(values),
   };
   const { engine, registry } = await setupEngine(values);
   try {
