@@ -39,6 +39,12 @@ const { values } = parseArgs({
     dtypes: { type: 'string', default: 'fp32,int8,int4,fp16' },
   },
 });
+// The README test runs the README's bench command line with this set: it checks how npm forwarded the
+// arguments and that they parse, without the minutes a run takes.
+if (process.env.CONFIDENCE_SIDECAR_BENCH_PARSE_ONLY) {
+  console.log(JSON.stringify(values));
+  process.exit(0);
+}
 const TOKENS = Number(values.tokens);
 const CORPUS = new URL('../test/fixtures/corpus/stories.txt', import.meta.url).pathname;
 const PROMPT = Number(values['prompt-tokens']);

@@ -1,164 +1,164 @@
-// The `confidence-sidecar` command line. Each command is a small function; user errors (bad
-// flags, unusable model folders) print one line and exit 2, bugs print their stack and exit 1.
+// The `confidence-sidecar` command line, on commander. Each command file (src/commands/<cmd>.ts)
+// exports a CommandSpec: its one-line purpose, its flags table (src/commands/flags.ts), examples
+// and run(); this file turns those into commander commands and owns what every command shares:
+// --help / --version, one-line flag errors with exit 2, bugs with their stack and exit 1, and a
+// quiet end when stdout's reader goes away (`generate --json | head`).
 
-import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { isUserError, InvalidInputError } from './errors.ts';
-import { runGenerate, runScore } from './commands/generate.ts';
-import { runDemoModel } from './commands/demo-model.ts';
-import { runAnalyze, runCountUnigrams } from './commands/analyze.ts';
-import { runServe } from './commands/serve.ts';
-import { PROXY_FLAGS, PROXY_USAGE, runProxyCommand } from './commands/proxy.ts';
+import { readFileSync } from 'node:fs';
+import { Command, CommanderError, Option } from 'commander';
+import { isUserError } from './errors.ts';
+import { generateCommand, scoreCommand } from './commands/generate.ts';
+import { demoModelCommand } from './commands/demo-model.ts';
+import { analyzeCommand, countUnigramsCommand } from './commands/analyze.ts';
+import { serveCommand } from './commands/serve.ts';
+import { proxyCommand } from './commands/proxy.ts';
+import {
+  parseFlagValue as parseValue,
+  placeholder,
+  typeLabel,
+  type CommandSpec,
+  type Flag,
+} from './commands/flags.ts';
 
-type Options = NonNullable<ParseArgsConfig['options']>;
+/** Every command, in --help order. A new command: its file exports a CommandSpec, listed here. */
+export const COMMANDS: CommandSpec[] = [
+  serveCommand,
+  proxyCommand,
+  generateCommand,
+  scoreCommand,
+  analyzeCommand,
+  countUnigramsCommand,
+  demoModelCommand,
+];
 
-export const COMMON: Options = {
-  model: { type: 'string' },
-  device: { type: 'string', default: 'cpu' },
-  dtype: { type: 'string', default: 'fp32' },
-  'quantize-last-layer': { type: 'boolean', default: false },
-  catalogue: { type: 'string' },
-  unigram: { type: 'string' },
-  help: { type: 'boolean', short: 'h' },
-};
+const PROGRAM = 'confidence-sidecar';
 
-interface Command {
-  summary: string;
-  usage: string;
-  options: Options;
-  run: (values: Record<string, unknown>) => Promise<void>;
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as {
+    version: string;
+  };
+  return pkg.version;
 }
 
-const COMMANDS: Record<string, Command> = {
-  generate: {
-    summary: 'generate a completion and (with --json) its per-token confidence signals',
-    usage:
-      'generate [--model DIR] --prompt TEXT [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] ' +
-      '[--seed S] [--stop STR]... [--intervene L.I=MODE[:V]]... [--json] [--catalogue FILE] [--device cpu|cuda|auto]',
-    options: {
-      ...COMMON,
-      prompt: { type: 'string' },
-      'max-tokens': { type: 'string', default: '64' },
-      temperature: { type: 'string', default: '0' },
-      'top-p': { type: 'string', default: '1' },
-      'top-k': { type: 'string', default: '0' },
-      seed: { type: 'string' },
-      stop: { type: 'string', multiple: true },
-      intervene: { type: 'string', multiple: true },
-      json: { type: 'boolean', default: false },
-    },
-    run: runGenerate,
-  },
-  score: {
-    summary: 'teacher-forced pass: per-position entropy, norm scale, next-token logprob',
-    usage: 'score [--model DIR] (--text TEXT | --ids JSON_ARRAY) [--json] [--activations] [--intervene ...]',
-    options: {
-      ...COMMON,
-      text: { type: 'string' },
-      ids: { type: 'string' },
-      json: { type: 'boolean', default: false },
-      activations: { type: 'boolean', default: false },
-      intervene: { type: 'string', multiple: true },
-    },
-    run: runScore,
-  },
-  'demo-model': {
-    summary: 'write the built-in demo model (GPT-2 tokenizer, planted entropy and frequency neurons)',
-    usage: 'demo-model --out DIR [--size tiny|small|gpt2-small]',
-    options: { out: { type: 'string' }, size: { type: 'string', default: 'tiny' }, help: { type: 'boolean', short: 'h' } },
-    run: runDemoModel,
-  },
-  analyze: {
-    summary: 'find entropy and token-frequency neurons (weights + calibration + causal verification)',
-    usage:
-      'analyze [--model DIR] [--corpus FILE]... [--unigram FILE] [--k K] [--top N] [--out catalogue.json] ' +
-      '[--chunk N] [--max-chunks N] [--causal-positions N] [--random N] [--seed S]',
-    options: {
-      ...COMMON,
-      corpus: { type: 'string', multiple: true },
-      k: { type: 'string' },
-      top: { type: 'string', default: '10' },
-      out: { type: 'string' },
-      chunk: { type: 'string', default: '128' },
-      'max-chunks': { type: 'string', default: '32' },
-      'causal-positions': { type: 'string', default: '128' },
-      random: { type: 'string', default: '20' },
-      seed: { type: 'string', default: '0' },
-      json: { type: 'boolean', default: false },
-    },
-    run: runAnalyze,
-  },
-  'count-unigrams': {
-    summary: "count token frequencies of a corpus with the model's tokenizer",
-    usage: 'count-unigrams [--model DIR] --corpus FILE... --out unigram.json',
-    options: { ...COMMON, corpus: { type: 'string', multiple: true }, out: { type: 'string' } },
-    run: runCountUnigrams,
-  },
-  serve: {
-    summary: 'run the OpenAI-compatible sidecar server with confidence telemetry',
-    usage:
-      'serve [--model DIR] [--host H] [--port 8080] [--catalogue FILE] [--device D] [--max-concurrency N] ' +
-      '[--max-queue N] [--served-model-name NAME] [--interventions FILE] [--state-dir DIR] [--max-interventions N]',
-    options: {
-      ...COMMON,
-      host: { type: 'string', default: '127.0.0.1' },
-      port: { type: 'string', default: '8080' },
-      'max-concurrency': { type: 'string', default: '4' },
-      'max-queue': { type: 'string', default: '64' },
-      'served-model-name': { type: 'string' },
-      interventions: { type: 'string' },
-      'state-dir': { type: 'string' },
-      'max-interventions': { type: 'string', default: '256' },
-    },
-    run: runServe,
-  },
-  proxy: {
-    summary: 'front an OpenAI-compatible upstream, relay it byte for byte and score its tokens in the shadow',
-    usage: PROXY_USAGE,
-    options: { ...COMMON, ...PROXY_FLAGS },
-    run: runProxyCommand,
-  },
-};
+/** commander's messages ("error: ...", a suggestion on a second line) as one line. */
+const oneLine = (name: string, text: string) =>
+  `${name}: ${text
+    .replace(/^error: /, '')
+    .trim()
+    .replace(/\s*\n\s*/g, ' ')}\n`;
 
-function usage(): string {
-  const lines = ['usage: confidence-sidecar <command> [options]', '', 'commands:'];
-  for (const [name, c] of Object.entries(COMMANDS)) lines.push(`  ${name.padEnd(15)} ${c.summary}`);
-  lines.push('', 'Run `confidence-sidecar <command> --help` for its options.');
+function toOption(f: Flag): Option {
+  const flags = `${f.short ? `-${f.short}, ` : ''}--${f.name}${f.type === 'boolean' ? '' : ` <${placeholder(f)}>`}`;
+  const o = new Option(flags, `${f.help} [${typeLabel(f)}]`);
+  if (f.default !== undefined) o.default(f.default);
+  if (f.env) o.env(f.env);
+  if (f.required) o.makeOptionMandatory();
+  if (f.type !== 'boolean') {
+    o.argParser((raw: string, previous: unknown) => {
+      const v = parseValue(f, raw);
+      return f.repeatable ? [...(Array.isArray(previous) ? previous : []), v] : v;
+    });
+  }
+  return o;
+}
+
+function examplesText(spec: CommandSpec): string {
+  const lines = ['', 'Examples:', ...spec.examples.map((e) => `  $ ${e}`)];
+  if (spec.notes) lines.push('', spec.notes);
   return lines.join('\n');
 }
 
-export async function main(argv: string[]): Promise<number> {
-  const [name, ...rest] = argv;
-  if (!name || name === '--help' || name === '-h' || name === 'help') {
-    process.stdout.write(usage() + '\n');
-    return name ? 0 : 2;
+export function buildProgram(state: { command: string } = { command: PROGRAM }): Command {
+  const output = (name: string) => ({
+    outputError: (text: string, write: (s: string) => void) => write(oneLine(name, text)),
+  });
+  const program = new Command(PROGRAM)
+    .description(
+      "An OpenAI-compatible inference server that watches an LLM's confidence-regulation neurons token by token.",
+    )
+    .version(version(), '-V, --version', 'print the version and exit')
+    .helpOption('-h, --help', 'show this help')
+    .exitOverride()
+    .configureOutput(output(PROGRAM))
+    .showSuggestionAfterError(true)
+    .addHelpText(
+      'after',
+      [
+        '',
+        'Examples:',
+        `  $ ${PROGRAM} demo-model --out ./demo`,
+        `  $ ${PROGRAM} serve --port 8080`,
+        `  $ ${PROGRAM} generate --prompt "The capital of France is" --json`,
+        '',
+        `Run \`${PROGRAM} COMMAND --help\` for a command's flags.`,
+      ].join('\n'),
+    );
+  for (const spec of COMMANDS) {
+    const cmd = program
+      .command(spec.name)
+      .description(spec.summary)
+      .helpOption('-h, --help', 'show this help')
+      .exitOverride()
+      .configureOutput(output(`${PROGRAM} ${spec.name}`))
+      .showSuggestionAfterError(true)
+      .allowExcessArguments(false)
+      .addHelpText('after', examplesText(spec));
+    for (const f of spec.flags) cmd.addOption(toOption(f));
+    cmd.action(async (opts: Record<string, unknown>) => {
+      state.command = `${PROGRAM} ${spec.name}`;
+      // run() reads values by the flags' own names (kebab-case), not commander's camelCase keys.
+      const values: Record<string, unknown> = {};
+      for (const o of cmd.options) {
+        const name = o.long?.replace(/^--/, '');
+        if (name) values[name] = opts[o.attributeName()];
+      }
+      await spec.run(values);
+    });
   }
-  const cmd = COMMANDS[name];
-  if (!cmd) {
-    process.stderr.write(`confidence-sidecar: unknown command "${name}"\n\n${usage()}\n`);
+  return program;
+}
+
+/** A reader that went away (`| head`) is not an error: stop writing, end quietly. */
+function endQuietlyOnEpipe(): void {
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on('error', (e: NodeJS.ErrnoException) => {
+      if (e.code === 'EPIPE') process.exit(0);
+      throw e;
+    });
+  }
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const state = { command: PROGRAM };
+  const known = COMMANDS.find((c) => c.name === argv[0]);
+  if (known) state.command = `${PROGRAM} ${known.name}`;
+  const program = buildProgram(state);
+  if (argv.length === 0) {
+    process.stderr.write(program.helpInformation());
     return 2;
   }
   try {
-    let values: Record<string, unknown>;
-    try {
-      ({ values } = parseArgs({ args: rest, options: cmd.options, strict: true, allowPositionals: false }));
-    } catch (e) {
-      throw new InvalidInputError(`${(e as Error).message}\nusage: confidence-sidecar ${cmd.usage}`);
-    }
-    if (values.help) {
-      process.stdout.write(`usage: confidence-sidecar ${cmd.usage}\n`);
-      return 0;
-    }
-    await cmd.run(values);
+    await program.parseAsync(argv, { from: 'user' });
     return 0;
   } catch (e) {
+    if (e instanceof CommanderError) {
+      // Help and version went to stdout; anything else was written as one line by outputError.
+      return e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.exitCode === 0
+        ? 0
+        : 2;
+    }
     if (isUserError(e)) {
-      process.stderr.write(`confidence-sidecar ${name}: ${e.message}\n`);
+      process.stderr.write(`${state.command}: ${e.message}\n`);
       return e.exitCode;
     }
-    process.stderr.write(`confidence-sidecar ${name}: internal error\n${(e as Error).stack ?? String(e)}\n`);
+    process.stderr.write(`${state.command}: internal error\n${(e as Error).stack ?? String(e)}\n`);
     return 1;
   }
 }
 
-// serve resolves once it has shut down after SIGINT/SIGTERM, so every command ends here.
-process.exit(await main(process.argv.slice(2)));
+// Only as the program (tests import buildProgram): serve resolves once it has shut down after
+// SIGINT/SIGTERM, so every command ends here.
+if (process.argv[1] && /confidence-sidecar(\.js)?$|cli\.[tj]s$/.test(process.argv[1])) {
+  endQuietlyOnEpipe();
+  process.exit(await main(process.argv.slice(2)));
+}

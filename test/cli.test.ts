@@ -52,7 +52,9 @@ describe('confidence-sidecar CLI', () => {
     expect(rows.at(-1).next_logprob).toBeNull();
   });
 
-  it('bad input: one line naming the problem, exit code 2, no stack trace', () => {
+  // One test per case: on a loaded machine each child process takes seconds, and one test for all
+  // of them ran past the timeout. The broken model folders are made once.
+  describe('bad input: one line naming the problem, exit code 2, no stack trace', () => {
     const dir = mkdtempSync(join(tmpdir(), 'cs-cli-'));
     // A truncated checkpoint.
     const broken = join(dir, 'broken');
@@ -87,10 +89,12 @@ describe('confidence-sidecar CLI', () => {
       [['frobnicate'], /unknown command/],
     ];
     for (const [args, message] of cases) {
-      const r = cli(args);
-      expect(r.code, `${args.join(' ')}\n${r.stderr}`).toBe(2);
-      expect(r.stderr).toMatch(message);
-      expect(r.stderr).not.toMatch(/\n\s+at /); // no stack frames
+      it(args.map((a) => a.replace(dir, '$TMP')).join(' '), () => {
+        const r = cli(args);
+        expect(r.code, `${args.join(' ')}\n${r.stderr}`).toBe(2);
+        expect(r.stderr).toMatch(message);
+        expect(r.stderr).not.toMatch(/\n\s+at /); // no stack frames
+      });
     }
   });
 });

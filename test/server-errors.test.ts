@@ -153,29 +153,28 @@ describe('bad input', () => {
         'unsupported_parameter',
         'prompt',
       ],
-      ['n > 1', () => ({ body: { ...good(), n: 2 } }), 400, 'unsupported_parameter', 'n'],
+      ['n above --max-n', () => ({ body: { ...good(), n: 9 } }), 400, 'invalid_value', 'n'],
       ['best_of > 1', () => ({ body: { ...good(), best_of: 3 } }), 400, 'unsupported_parameter', 'best_of'],
-      ['echo', () => ({ body: { ...good(), echo: true } }), 400, 'unsupported_parameter', 'echo'],
       ['suffix', () => ({ body: { ...good(), suffix: 'end' } }), 400, 'unsupported_parameter', 'suffix'],
       [
-        'logit_bias',
-        () => ({ body: { ...good(), logit_bias: { '5': 10 } } }),
+        'logit_bias on a token outside the vocabulary',
+        () => ({ body: { ...good(), logit_bias: { '10000000': 10 } } }),
         400,
-        'unsupported_parameter',
+        'invalid_value',
         'logit_bias',
       ],
       [
-        'frequency_penalty',
-        () => ({ body: { ...good(), frequency_penalty: 0.5 } }),
+        'frequency_penalty outside [-2, 2]',
+        () => ({ body: { ...good(), frequency_penalty: 2.5 } }),
         400,
-        'unsupported_parameter',
+        'invalid_value',
         'frequency_penalty',
       ],
       [
-        'presence_penalty',
-        () => ({ body: { ...good(), presence_penalty: -1 } }),
+        'presence_penalty outside [-2, 2]',
+        () => ({ body: { ...good(), presence_penalty: -3 } }),
         400,
-        'unsupported_parameter',
+        'invalid_value',
         'presence_penalty',
       ],
       [
@@ -233,10 +232,10 @@ describe('bad input', () => {
         'response_format',
       ],
       [
-        'chat: n > 1',
-        () => ({ url: 'chat', body: { ...goodChat(), n: 4 } }),
+        'chat: n above --max-n',
+        () => ({ url: 'chat', body: { ...goodChat(), n: 9 } }),
         400,
-        'unsupported_parameter',
+        'invalid_value',
         'n',
       ],
       [
@@ -395,14 +394,14 @@ describe('bad input', () => {
       code: 'model_not_found',
       param: 'model',
     });
-    await expect(s.client.completions.create({ model, prompt: 'x', n: 3 })).rejects.toBeInstanceOf(
+    await expect(s.client.completions.create({ model, prompt: 'x', n: 30 })).rejects.toBeInstanceOf(
       OpenAI.BadRequestError,
     );
   });
 
   it('counts refused generation requests in telemetry', async () => {
     const before = s.telemetry.rejected.length;
-    await postJson(completions, { ...good(), n: 2 });
+    await postJson(completions, { ...good(), n: 20 });
     await postJson(chat, { ...goodChat(), model: 'nope' });
     expect(s.telemetry.rejected.slice(before)).toEqual([
       ['completions', 'invalid'],

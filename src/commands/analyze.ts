@@ -10,6 +10,46 @@ import { countUnigrams, writeUnigramFile } from '../monitor/frequency.ts';
 import { numberFlag, requiredString } from './options.ts';
 import { setupEngine } from './setup.ts';
 import { ProgressBar } from './progress.ts';
+import { MODEL_FLAGS, type CommandSpec, type Flag } from './flags.ts';
+
+/** `analyze`'s flags. (No --json: the catalogue file from --out is the machine-readable result.) */
+export const ANALYZE_FLAGS: Flag[] = [
+  ...MODEL_FLAGS,
+  { name: 'corpus', type: 'path', arg: 'FILE', repeatable: true, help: 'calibration text; without one the catalogue is from the weights alone (no causal check)' },
+  { name: 'k', type: 'integer', min: 1, help: 'null-space dimension for entropy neurons; default: from the model' },
+  { name: 'top', type: 'integer', min: 1, default: 10, help: 'neurons to keep per kind' },
+  { name: 'out', type: 'path', arg: 'FILE', help: 'write the catalogue (JSON) here' },
+  { name: 'chunk', type: 'integer', min: 2, default: 128, help: 'tokens per calibration chunk' },
+  { name: 'max-chunks', type: 'integer', min: 1, default: 32, help: 'most calibration chunks' },
+  { name: 'causal-positions', type: 'integer', min: 1, default: 128, help: 'positions for the causal check' },
+  { name: 'random', type: 'integer', min: 0, default: 20, help: 'random neurons for the baseline' },
+  { name: 'seed', type: 'integer', min: 0, default: 0, help: 'seed for the random baseline' },
+];
+
+export const analyzeCommand: CommandSpec = {
+  name: 'analyze',
+  summary: 'find entropy and token-frequency neurons (weights + calibration + causal verification)',
+  flags: ANALYZE_FLAGS,
+  examples: [
+    'confidence-sidecar analyze --top 5',
+    'confidence-sidecar analyze --model ./my-model --corpus corpus.txt --out catalogue.json',
+  ],
+  run: (values) => runAnalyze(values),
+};
+
+export const COUNT_UNIGRAMS_FLAGS: Flag[] = [
+  ...MODEL_FLAGS,
+  { name: 'corpus', type: 'path', arg: 'FILE', repeatable: true, required: true, help: 'text to count' },
+  { name: 'out', type: 'path', arg: 'FILE', required: true, help: 'unigram counts file to write' },
+];
+
+export const countUnigramsCommand: CommandSpec = {
+  name: 'count-unigrams',
+  summary: "count token frequencies of a corpus with the model's tokenizer",
+  flags: COUNT_UNIGRAMS_FLAGS,
+  examples: ['confidence-sidecar count-unigrams --model ./my-model --corpus corpus.txt --out unigram.json'],
+  run: (values) => runCountUnigrams(values),
+};
 
 export async function runAnalyze(values: Record<string, unknown>): Promise<void> {
   const corpus = ((values.corpus as string[] | undefined) ?? []).map((f) => resolve(f));

@@ -3,9 +3,68 @@
 import { readFileSync } from 'node:fs';
 import { InvalidInputError } from '../errors.ts';
 import type { GeneratedToken, ScoredPosition } from '../runtime/types.ts';
+import type { LogitsParams } from '../runtime/logits-processors.ts';
 import { signalsJson, tokenRecordJson, type TokenRecordJson } from '../monitor/token-record.ts';
 import { numberFlag, requiredString } from './options.ts';
 import { registerCliInterventions, setupEngine } from './setup.ts';
+import { MODEL_FLAGS, type CommandSpec, type Flag } from './flags.ts';
+
+const INTERVENE: Flag = {
+  name: 'intervene',
+  type: 'string',
+  arg: 'L.I=MODE[:V]',
+  repeatable: true,
+  help: 'intervention on a last-layer neuron, MODE one of clamp, scale, add, mean_ablate (e.g. 3.5=clamp:10)',
+};
+
+/** `generate`'s flags (one line per flag). */
+export const GENERATE_FLAGS: Flag[] = [
+  ...MODEL_FLAGS,
+  { name: 'prompt', type: 'string', required: true, help: 'text to continue' },
+  { name: 'max-tokens', type: 'integer', min: 1, default: 64, help: 'most tokens to generate' },
+  { name: 'temperature', type: 'number', min: 0, max: 100, default: 0, help: 'sampling temperature; 0 = greedy' },
+  { name: 'top-p', type: 'number', min: 0, exclusiveMin: true, max: 1, default: 1, help: 'nucleus sampling mass' },
+  { name: 'top-k', type: 'integer', min: 0, default: 0, help: 'sample among the k most likely tokens; 0 = off' },
+  { name: 'seed', type: 'integer', min: 0, help: 'seed for reproducible sampling' },
+  { name: 'stop', type: 'string', repeatable: true, help: 'stop string (not included in the output)' },
+  { name: 'frequency-penalty', type: 'number', min: -2, max: 2, default: 0, help: "OpenAI's: logit -= count * X" },
+  { name: 'presence-penalty', type: 'number', min: -2, max: 2, default: 0, help: "OpenAI's: logit -= X once seen" },
+  { name: 'repetition-penalty', type: 'number', min: 0, exclusiveMin: true, default: 1, help: "vLLM's; 1 = off" },
+  { name: 'min-p', type: 'number', min: 0, max: 1, default: 0, help: "vLLM's: drop tokens below X * p_max; 0 = off" },
+  INTERVENE,
+  { name: 'json', type: 'boolean', help: 'one JSON line per token with its confidence signals, then a summary line' },
+];
+
+export const generateCommand: CommandSpec = {
+  name: 'generate',
+  summary: 'generate a completion and (with --json) its per-token confidence signals',
+  flags: GENERATE_FLAGS,
+  examples: [
+    'confidence-sidecar generate --prompt "The capital of France is" --max-tokens 8',
+    'confidence-sidecar generate --prompt "Once upon a time" --json --intervene 3.5=clamp:10 | head -3',
+  ],
+  run: (values) => runGenerate(values),
+};
+
+export const SCORE_FLAGS: Flag[] = [
+  ...MODEL_FLAGS,
+  { name: 'text', type: 'string', help: 'text to score (give --text or --ids)' },
+  { name: 'ids', type: 'string', arg: 'JSON|@FILE', help: 'token ids as a JSON array, or @FILE holding one' },
+  { name: 'json', type: 'boolean', help: 'one JSON line per position instead of a table' },
+  { name: 'activations', type: 'boolean', help: 'add every last-layer activation (mlp_act) to each JSON line' },
+  INTERVENE,
+];
+
+export const scoreCommand: CommandSpec = {
+  name: 'score',
+  summary: 'teacher-forced pass: per-position entropy, norm scale, next-token logprob',
+  flags: SCORE_FLAGS,
+  examples: [
+    'confidence-sidecar score --text "The cat sat on the mat"',
+    "confidence-sidecar score --ids '[464, 3797, 3332]' --json",
+  ],
+  run: (values) => runScore(values),
+};
 
 /** Six decimals for readable lines; non-finite values stay so (JSON writes them as null). */
 const round = (x: number, digits = 6) => (Number.isFinite(x) ? Number(x.toFixed(digits)) : x);
@@ -23,6 +82,17 @@ export function scoredJson(p: ScoredPosition): Record<string, unknown> {
   };
 }
 
+/** The sampling adjustments of runtime/logits-processors.ts from their flags; absent when all are off. */
+function logitsFlags(values: Record<string, unknown>): { logits?: LogitsParams } {
+  const p: LogitsParams = {};
+  const num = (k: string) => (values[k] === undefined ? undefined : Number(values[k]));
+  if (num('frequency-penalty')) p.frequencyPenalty = num('frequency-penalty');
+  if (num('presence-penalty')) p.presencePenalty = num('presence-penalty');
+  if (num('repetition-penalty') !== undefined && num('repetition-penalty') !== 1) p.repetitionPenalty = num('repetition-penalty');
+  if (num('min-p')) p.minP = num('min-p');
+  return Object.keys(p).length > 0 ? { logits: p } : {};
+}
+
 export async function runGenerate(values: Record<string, unknown>): Promise<void> {
   const prompt = requiredString(values, 'prompt');
   const params = {
@@ -33,6 +103,7 @@ export async function runGenerate(values: Record<string, unknown>): Promise<void
     seed: numberFlag(values, 'seed', { min: 0, integer: true }),
     stop: (values.stop as string[] | undefined) ?? [],
     topLogprobs: 0,
+    ...logitsFlags(values),
   };
   const { engine, registry } = await setupEngine(values);
   try {

@@ -7,26 +7,35 @@ import { DEFAULT_TIMEOUTS } from '../proxy/app.ts';
 import { runProxy } from '../proxy/run.ts';
 import { numberFlag, requiredString } from './options.ts';
 import { setupEngine } from './setup.ts';
+import { envOf, MODEL_FLAGS, type CommandSpec, type Flag } from './flags.ts';
 
-/** The flags, for the CLI's option table (parseArgs or commander: names and defaults only). */
-export const PROXY_FLAGS = {
-  upstream: { type: 'string' },
-  host: { type: 'string', default: '127.0.0.1' },
-  port: { type: 'string', default: '8080' },
-  'upstream-api-key-env': { type: 'string' },
-  'connect-timeout-ms': { type: 'string', default: String(DEFAULT_TIMEOUTS.connectMs) },
-  'first-byte-timeout-ms': { type: 'string', default: String(DEFAULT_TIMEOUTS.firstByteMs) },
-  'idle-timeout-ms': { type: 'string', default: String(DEFAULT_TIMEOUTS.idleMs) },
-  'total-timeout-ms': { type: 'string', default: String(DEFAULT_TIMEOUTS.totalMs) },
-  'max-pending-tokens': { type: 'string', default: '8192' },
-  'served-model-name': { type: 'string' },
-  'no-score': { type: 'boolean', default: false },
-} as const;
+/** `proxy`'s flags (one line per flag). */
+export const PROXY_FLAGS: Flag[] = [
+  ...MODEL_FLAGS,
+  { name: 'upstream', type: 'string', arg: 'URL', required: true, env: envOf('upstream'), help: 'the OpenAI-compatible server to front, e.g. http://127.0.0.1:8000' },
+  { name: 'host', type: 'string', default: '127.0.0.1', env: envOf('host'), help: 'address to listen on' },
+  { name: 'port', type: 'integer', min: 0, max: 65535, default: 8080, env: envOf('port'), help: 'port; 0 = any free one' },
+  { name: 'upstream-api-key-env', type: 'string', arg: 'NAME', help: "environment variable whose value replaces the client's Authorization upstream" },
+  { name: 'connect-timeout-ms', type: 'integer', min: 0, default: DEFAULT_TIMEOUTS.connectMs, env: envOf('connect-timeout-ms'), help: 'connecting to the upstream (then 504)' },
+  { name: 'first-byte-timeout-ms', type: 'integer', min: 0, default: DEFAULT_TIMEOUTS.firstByteMs, env: envOf('first-byte-timeout-ms'), help: "the upstream's first byte (then 504)" },
+  { name: 'idle-timeout-ms', type: 'integer', min: 0, default: DEFAULT_TIMEOUTS.idleMs, env: envOf('idle-timeout-ms'), help: 'silence between chunks (then an in-stream error event)' },
+  { name: 'total-timeout-ms', type: 'integer', min: 0, default: DEFAULT_TIMEOUTS.totalMs, env: envOf('total-timeout-ms'), help: 'a whole request' },
+  { name: 'max-pending-tokens', type: 'integer', min: 1, default: 8192, env: envOf('max-pending-tokens'), help: 'tokens waiting for the shadow scorer; beyond, tokens are skipped and counted' },
+  { name: 'served-model-name', type: 'string', env: envOf('served-model-name'), help: 'model id for the local replica; default: the folder name' },
+  { name: 'relay-only', type: 'boolean', env: envOf('relay-only'), help: 'relay without loading a local model (no shadow scoring)' },
+];
 
-export const PROXY_USAGE =
-  'proxy --upstream URL [--model DIR] [--host H] [--port 8080] [--upstream-api-key-env NAME] ' +
-  '[--connect-timeout-ms 10000] [--first-byte-timeout-ms 120000] [--idle-timeout-ms 60000] ' +
-  '[--total-timeout-ms 600000] [--max-pending-tokens 8192] [--no-score] [--catalogue FILE] [--device D]';
+export const proxyCommand: CommandSpec = {
+  name: 'proxy',
+  summary: 'front an OpenAI-compatible endpoint: relay its traffic untouched and score every streamed token',
+  flags: PROXY_FLAGS,
+  examples: [
+    'confidence-sidecar proxy --upstream http://127.0.0.1:8000 --model ./replica',
+    'confidence-sidecar proxy --upstream https://api.example.com --upstream-api-key-env UPSTREAM_KEY --port 9000',
+  ],
+  notes: 'See docs/PROXY.md: routes, timeouts, the in-stream error shape, fail-open scoring.',
+  run: (values) => runProxyCommand(values),
+};
 
 function upstreamUrl(raw: string): string {
   let u: URL;
@@ -64,7 +73,7 @@ export async function runProxyCommand(values: Record<string, unknown>): Promise<
     maxPendingTokens: numberFlag(values, 'max-pending-tokens', { min: 1, integer: true })!,
     adminToken: process.env.CONFIDENCE_SIDECAR_ADMIN_TOKEN || null,
     load:
-      values['no-score'] === true
+      values['relay-only'] === true
         ? null
         : async () =>
             (await setupEngine(values, { modelId: values['served-model-name'] as string | undefined })).engine,

@@ -2,9 +2,112 @@
 // builds), loads the model in the background (/readyz turns 200), and returns after a graceful
 // shutdown on SIGINT/SIGTERM.
 
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { serve } from '../server/serve.ts';
+import { DEFAULT_MAX_N } from '../server/routes/openai-params.ts';
+import type { UnknownFields } from '../server/routes/context.ts';
 import { numberFlag } from './options.ts';
 import { setupEngine } from './setup.ts';
+import { envOf, MODEL_FLAGS, type CommandSpec, type Flag } from './flags.ts';
+
+/** `serve`'s flags (one line per flag). */
+export const SERVE_FLAGS: Flag[] = [
+  ...MODEL_FLAGS,
+  { name: 'host', type: 'string', default: '127.0.0.1', env: envOf('host'), help: 'address to listen on' },
+  {
+    name: 'port',
+    type: 'integer',
+    min: 0,
+    max: 65535,
+    default: 8080,
+    env: envOf('port'),
+    help: 'port; 0 = any free one',
+  },
+  {
+    name: 'max-concurrency',
+    type: 'integer',
+    min: 1,
+    default: 4,
+    env: envOf('max-concurrency'),
+    help: 'requests generating at once',
+  },
+  {
+    name: 'max-queue',
+    type: 'integer',
+    min: 0,
+    default: 64,
+    env: envOf('max-queue'),
+    help: 'requests waiting beyond those (then 429)',
+  },
+  {
+    name: 'served-model-name',
+    type: 'string',
+    env: envOf('served-model-name'),
+    help: 'model id clients send; default: the folder name',
+  },
+  {
+    name: 'interventions',
+    type: 'path',
+    arg: 'FILE',
+    env: envOf('interventions'),
+    help: 'declarative interventions (YAML or JSON), applied at start and whenever the file changes',
+  },
+  {
+    name: 'state-dir',
+    type: 'path',
+    arg: 'DIR',
+    env: envOf('state-dir'),
+    help: 'keep API-created interventions here across restarts (default: in memory only)',
+  },
+  {
+    name: 'max-interventions',
+    type: 'integer',
+    min: 1,
+    default: 256,
+    env: envOf('max-interventions'),
+    help: 'live interventions at most, every source counted (then 429)',
+  },
+  {
+    name: 'max-n',
+    type: 'integer',
+    min: 1,
+    default: DEFAULT_MAX_N,
+    env: envOf('max-n'),
+    help: 'most choices (n) one request may ask for',
+  },
+  {
+    name: 'unknown-fields',
+    type: 'choice',
+    choices: ['reject', 'ignore'],
+    default: 'reject',
+    env: envOf('unknown-fields'),
+    help: 'request fields this server does not know: a 400 naming the field, or dropped with a warning',
+  },
+];
+
+export const serveCommand: CommandSpec = {
+  name: 'serve',
+  summary: 'run the OpenAI-compatible sidecar server with confidence telemetry',
+  flags: SERVE_FLAGS,
+  examples: [
+    'confidence-sidecar serve',
+    'confidence-sidecar serve --model ./my-model --host 0.0.0.0 --port 8000 --unknown-fields ignore',
+  ],
+  notes:
+    'Environment: CONFIDENCE_SIDECAR_API_KEY (bearer token for /v1/*), CONFIDENCE_SIDECAR_ADMIN_TOKEN (interventions API\n' +
+    'and the /v1/monitor WebSocket), OTEL_* (trace export). Logs are JSON lines on stdout.',
+  run: (values) => runServe(values),
+};
+
+/** The watched neurons as one line, and the planted ones when the model is the demo (planted.json). */
+function neuronsLine(dir: string, watched: { entropy: string[]; frequency: string[] }): string {
+  const planted = join(dir, 'planted.json');
+  const demo = existsSync(planted)
+    ? ` (demo model, planted: entropy ${(JSON.parse(readFileSync(planted, 'utf8')) as { entropy: string[] }).entropy.join(', ')})`
+    : '';
+  return `watching entropy neurons ${watched.entropy.join(', ') || '-'}; frequency neurons ${watched.frequency.join(', ') || '-'}${demo}\n`;
+}
 
 export async function runServe(values: Record<string, unknown>): Promise<void> {
   const port = numberFlag(values, 'port', { min: 0, max: 65535, integer: true })!;
@@ -17,8 +120,13 @@ export async function runServe(values: Record<string, unknown>): Promise<void> {
     maxQueue,
     interventionsFile: (values.interventions as string | undefined) ?? null,
     stateDir: (values['state-dir'] as string | undefined) ?? null,
+    maxN: numberFlag(values, 'max-n', { min: 1, integer: true }) ?? DEFAULT_MAX_N,
+    unknownFields: (values['unknown-fields'] as UnknownFields | undefined) ?? 'reject',
     load: async () => {
-      const { engine, registry, catalogue } = await setupEngine(values, { modelId: values['served-model-name'] as string | undefined });
+      const { engine, registry, source, catalogue } = await setupEngine(values, {
+        modelId: values['served-model-name'] as string | undefined,
+      });
+      process.stderr.write(neuronsLine(source.dir, engine.watched));
       return { engine, registry, catalogue };
     },
     onListening: (url) => process.stderr.write(`confidence-sidecar listening on ${url}\n`),

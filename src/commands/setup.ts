@@ -10,6 +10,7 @@ import { InterventionRegistry, parseInterventionSpec, targetOptions } from '../m
 import { loadCatalogueFor } from '../monitor/catalogue-loader.ts';
 import { calibrationMeanLookup, type Catalogue } from '../monitor/catalogue.ts';
 import { deviceFlag, dtypeFlag } from './options.ts';
+import { withStage } from './progress.ts';
 
 export interface Setup {
   source: ModelSource;
@@ -23,18 +24,22 @@ export async function setupEngine(
   values: Record<string, unknown>,
   opts: { modelId?: string; withoutCatalogue?: boolean } = {},
 ): Promise<Setup> {
-  const dir = await resolveModelDir(values.model as string | undefined);
-  const source = await openModelSource(dir, {
-    dtype: dtypeFlag(values),
-    quantizeLastLayer: values['quantize-last-layer'] === true,
-  });
+  const err = process.stderr;
+  const dir = await withStage(err, 'preparing the model (demo model on first use)', () =>
+    resolveModelDir(values.model as string | undefined),
+  );
+  const source = await withStage(err, 'hashing the weights and building the graph (cached after the first start)', () =>
+    openModelSource(dir, { dtype: dtypeFlag(values), quantizeLastLayer: values['quantize-last-layer'] === true }),
+  );
   const catalogue = opts.withoutCatalogue
     ? null
-    : await loadCatalogueFor(source, {
-        catalogue: values.catalogue as string | undefined,
-        unigram: values.unigram as string | undefined,
-        onProgress: (m) => process.stderr.write(`${m}\n`),
-      });
+    : await withStage(err, 'loading the neuron catalogue', () =>
+        loadCatalogueFor(source, {
+          catalogue: values.catalogue as string | undefined,
+          unigram: values.unigram as string | undefined,
+          onProgress: (m) => err.write(`${err.isTTY ? '\r\x1b[K' : ''}${m}\n`),
+        }),
+      );
   const engine = await createEngineFromSource(source, {
     device: deviceFlag(values),
     watched: { entropy: catalogue?.entropy ?? [], frequency: catalogue?.frequency ?? [] },

@@ -107,6 +107,15 @@ export function overviewDashboard(): Record<string, unknown> {
               },
             ],
           },
+          {
+            title: 'Ignored request fields',
+            description:
+              'Unknown request fields dropped per second under --unknown-fields ignore (the log names them); 0 when unknown fields are refused.',
+            type: 'timeseries',
+            unit: 'short',
+            min: 0,
+            queries: [{ expr: `sum by (endpoint) (${rate(M.ignoredFields.name)})`, legend: '{{endpoint}}' }],
+          },
         ],
       },
       {

@@ -118,8 +118,12 @@ export class OnnxEngine implements Engine, CalibrationEngine {
       // Without a seed, draw one so that unseeded requests still differ from each other.
       seed: params.seed ?? Math.floor(Math.random() * 2 ** 32),
       topLogprobs: params.topLogprobs,
+      ...(params.logits ? { logits: params.logits } : {}),
     });
-    const eos = new Set(params.stopAtEos === false ? [] : this.spec.eosTokenIds);
+    const eos = new Set([
+      ...(params.stopAtEos === false ? [] : this.spec.eosTokenIds),
+      ...(params.logits?.stopTokenIds ?? []),
+    ]);
     // The prompt gives the decoder its left context (SentencePiece-style leading spaces).
     const decoder = this.tokenizer.createStreamDecoder(req.promptIds);
     const stops = new StopMatcher(params.stop);
@@ -178,6 +182,7 @@ export class OnnxEngine implements Engine, CalibrationEngine {
           ...(r.unigramKl !== null ? { unigramKl: r.unigramKl } : {}),
           repeat: rep,
           interventions: active.map((iv) => iv.id),
+          ...(r.adjustments.length > 0 ? { adjustments: r.adjustments } : {}),
           ...(params.topLogprobs > 0
             ? {
                 topLogprobs: r.topLogprobs.map(([tokenId, logprob]) => ({

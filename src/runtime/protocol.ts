@@ -3,6 +3,7 @@
 // so a step costs one structured-clone of a few hundred bytes, not a 50k-wide logits row.
 
 import type { ModelSpec } from '../model/types.ts';
+import type { Adjustment, LogitsParams } from './logits-processors.ts';
 
 export type Device = 'cpu' | 'cuda' | 'auto';
 
@@ -33,6 +34,7 @@ export interface OpenMessage {
   topP: number;
   seed: number;
   topLogprobs: number;
+  logits?: LogitsParams;
 }
 
 export interface StepMessage {
@@ -56,6 +58,8 @@ export interface StepResult {
   watched: number[];
   unigramKl: number | null;
   topLogprobs: [number, number][];
+  /** What changed the row the token was sampled from (the signals above are of the raw row). */
+  adjustments: Adjustment[];
   /** Seconds spent inside session.run (for benchmarks). */
   runS: number;
 }

@@ -2,6 +2,7 @@
 // the monitor and the server. Consumers depend on these types only.
 
 import type { ModelSpec } from '../model/types.ts';
+import type { LogitsParams } from './logits-processors.ts';
 
 export type { NeuronIntervention } from '../monitor/neurons.ts';
 import type { NeuronIntervention } from '../monitor/neurons.ts';
@@ -20,6 +21,8 @@ export interface SamplingParams {
   topLogprobs: number;
   /** Stop at the model's EOS token(s) (default true). */
   stopAtEos?: boolean;
+  /** Penalties, biases, min_p, stop_token_ids, min_tokens (runtime/logits-processors.ts); absent = none. */
+  logits?: LogitsParams;
 }
 
 export type { TokenSignals, TopLogprob, TokenRecord } from '../monitor/token-record.ts';

@@ -9,6 +9,7 @@ import * as ort from 'onnxruntime-node';
 import { IO, type ModelSpec } from '../model/types.ts';
 import { isUserError, UserError } from '../errors.ts';
 import { Rng, sampleToken } from './sampling.ts';
+import { SequenceLogits } from './logits-processors.ts';
 import { rowSignals } from '../monitor/signals.ts';
 import { createSession } from './session.ts';
 import type {
@@ -26,6 +27,7 @@ import type {
 interface Sequence {
   params: OpenMessage;
   rng: Rng;
+  logits: SequenceLogits;
   past: Map<string, ort.Tensor>;
   length: number;
 }
@@ -119,7 +121,9 @@ async function step(msg: StepMessage): Promise<StepResult> {
   seq.length += msg.tokens.length;
 
   const row = out[IO.logits]!.data as Float32Array;
-  const tokenId = sampleToken(row, seq.params, seq.rng);
+  // Sample from the adjusted row; the signals below describe the model's own (raw) row.
+  seq.logits.observe(msg.tokens);
+  const tokenId = sampleToken(seq.logits.process(row), seq.params, seq.rng);
   const sig = rowSignals(row, { token: tokenId, topN: seq.params.topLogprobs, logPFreq });
   const last = msg.tokens.length - 1;
   let normScale = NaN;
@@ -138,6 +142,7 @@ async function step(msg: StepMessage): Promise<StepResult> {
     watched,
     unigramKl: sig.unigramKl,
     topLogprobs: sig.top,
+    adjustments: seq.logits.active,
     runS,
   };
 }
@@ -189,7 +194,13 @@ async function handle(env: Envelope): Promise<unknown> {
     case 'init':
       return init(m);
     case 'open':
-      sequences.set(m.seqId, { params: m, rng: new Rng(m.seed), past: emptyPast(), length: 0 });
+      sequences.set(m.seqId, {
+        params: m,
+        rng: new Rng(m.seed),
+        logits: new SequenceLogits(m.logits ?? {}, m.temperature, spec.eosTokenIds),
+        past: emptyPast(),
+        length: 0,
+      });
       return null;
     case 'step':
       return step(m);

@@ -21,7 +21,8 @@ import { auditIntervention } from './routes/audit.ts';
 import { registerChatRoutes } from './routes/chat.ts';
 import { registerCompletionRoutes } from './routes/completions.ts';
 import { registerConsoleRoutes } from './routes/console.ts';
-import type { ReadyServices, ServerContext, ServerEngine, ServerTelemetry } from './routes/context.ts';
+import type { ReadyServices, ServerContext, ServerEngine, ServerTelemetry, UnknownFields } from './routes/context.ts';
+import { DEFAULT_MAX_N } from './routes/openai-params.ts';
 import { SHUTDOWN } from './routes/generation.ts';
 import { registerHealthRoutes } from './routes/health.ts';
 import { registerInterventionRoutes } from './routes/interventions.ts';
@@ -54,6 +55,10 @@ export interface BuildServerOptions {
   bodyLimit?: number;
   /** On close, how long generations in flight may finish before they are aborted (default 10 s). */
   shutdownGraceMs?: number;
+  /** The most choices (n) per request (default DEFAULT_MAX_N). */
+  maxN?: number;
+  /** Unknown request fields: 'reject' (default, a 400 naming the field) or 'ignore' (warn, count, drop). */
+  unknownFields?: UnknownFields;
 }
 
 declare module 'fastify' {
@@ -173,6 +178,8 @@ export function buildServer(opts: BuildServerOptions): FastifyInstance {
     generations: new Map(),
     requireApiKey: bearer(opts.apiKey ?? null, 'API key'),
     requireAdmin: bearer(opts.adminToken ?? null, 'admin token'),
+    maxN: opts.maxN ?? DEFAULT_MAX_N,
+    unknownFields: opts.unknownFields ?? 'reject',
   };
 
   /** Registry changes reach telemetry (metrics gauge, monitor stream) whoever made them. */

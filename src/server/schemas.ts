@@ -54,14 +54,21 @@ const commonProperties = {
   seed: Type.Optional(Nullable(Type.Integer())),
   /** OpenAI's end-user id for abuse monitoring: accepted for compatibility, no effect. */
   user: Type.Optional(Nullable(Type.String())),
-  // Accepted only at their neutral values (see routes/openai-params.ts).
-  n: Type.Optional(Type.Unknown()),
-  frequency_penalty: Type.Optional(Type.Unknown()),
-  presence_penalty: Type.Optional(Type.Unknown()),
-  logit_bias: Type.Optional(Type.Unknown()),
-  // Extensions.
+  /** Choices to generate; the upper bound is the server's --max-n (checked in openai-params.ts). */
+  n: Type.Optional(Nullable(Type.Integer({ minimum: 1 }))),
+  frequency_penalty: Type.Optional(Nullable(Type.Number({ minimum: -2, maximum: 2 }))),
+  presence_penalty: Type.Optional(Nullable(Type.Number({ minimum: -2, maximum: 2 }))),
+  /** Token id (as a string key) -> bias in [-100, 100]; keys and range checked in openai-params.ts. */
+  logit_bias: Type.Optional(Nullable(Type.Record(Type.String(), Type.Number()))),
+  // vLLM's sampling extensions, spelled as vLLM spells them.
   /** Sample only among the k most likely tokens (0 = off), as vLLM and llama.cpp accept it. */
   top_k: Type.Optional(Nullable(Type.Integer({ minimum: 0 }))),
+  min_p: Type.Optional(Nullable(Type.Number({ minimum: 0, maximum: 1 }))),
+  repetition_penalty: Type.Optional(Nullable(Type.Number({ exclusiveMinimum: 0, maximum: 10 }))),
+  stop_token_ids: Type.Optional(Nullable(Type.Array(Type.Integer({ minimum: 0 }), { maxItems: 64 }))),
+  ignore_eos: Type.Optional(Nullable(Type.Boolean())),
+  min_tokens: Type.Optional(Nullable(Type.Integer({ minimum: 0 }))),
+  // Extensions of this server.
   interventions: Type.Optional(Nullable(Type.Array(RequestIntervention, { maxItems: 64 }))),
   confidence: Type.Optional(Nullable(Type.Boolean())),
 };
@@ -80,7 +87,8 @@ export const CompletionRequest = Type.Object(
     /** Legacy logprobs: how many alternatives per token (0 = only the chosen token's). */
     logprobs: Type.Optional(Nullable(Type.Integer({ minimum: 0, maximum: 5 }))),
     best_of: Type.Optional(Type.Unknown()),
-    echo: Type.Optional(Type.Unknown()),
+    /** Prepend the prompt to each choice (with its logprobs when logprobs is set). */
+    echo: Type.Optional(Nullable(Type.Boolean())),
     suffix: Type.Optional(Type.Unknown()),
   },
   { additionalProperties: false },

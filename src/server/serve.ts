@@ -7,6 +7,7 @@ import type { Catalogue } from '../monitor/catalogue.ts';
 import type { InterventionRegistry } from '../monitor/interventions.ts';
 import { buildServer, type ServerEngine } from './app.ts';
 import { startInterventionSources, type InterventionSourcesOptions } from './interventions-state.ts';
+import type { UnknownFields } from './routes/context.ts';
 import { Telemetry } from './telemetry/index.ts';
 
 export interface LoadedModel {
@@ -28,6 +29,10 @@ export interface ServeOptions extends InterventionSourcesOptions {
   apiKey?: string | null;
   maxConcurrency: number;
   maxQueue: number;
+  /** The most choices (n) per request; default DEFAULT_MAX_N. */
+  maxN?: number;
+  /** Unknown request fields: refused (default) or dropped with a warning. */
+  unknownFields?: UnknownFields;
   /** pino level (default "info"). */
   logLevel?: string;
   /** On shutdown, how long generations in flight may finish (default 10 s). */
@@ -98,6 +103,8 @@ export async function serve(opts: ServeOptions): Promise<void> {
     apiKey,
     maxConcurrency: opts.maxConcurrency,
     maxQueue: opts.maxQueue,
+    ...(opts.maxN !== undefined ? { maxN: opts.maxN } : {}),
+    ...(opts.unknownFields !== undefined ? { unknownFields: opts.unknownFields } : {}),
     logger: { level: opts.logLevel ?? 'info' },
     ...(opts.shutdownGraceMs !== undefined ? { shutdownGraceMs: opts.shutdownGraceMs } : {}),
   });

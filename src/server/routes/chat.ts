@@ -7,9 +7,11 @@ import { ApiError } from '../errors.ts';
 import { ChatCompletionRequest, type ChatMessageIn } from '../schemas.ts';
 import type { ServerContext } from './context.ts';
 import { runGeneration } from './generation.ts';
+import { unknownFieldsHooks } from './unknown-fields.ts';
 import { chatShape } from './openai-format.ts';
 import {
   checkModel,
+  choiceCount,
   completionBudget,
   rejectUnsupported,
   samplingParams,
@@ -110,7 +112,11 @@ function requestedTopLogprobs(body: ChatCompletionRequest): number | null {
 export function registerChatRoutes(app: FastifyInstance, ctx: ServerContext): void {
   app.post<{ Body: ChatCompletionRequest }>(
     '/v1/chat/completions',
-    { schema: { body: ChatCompletionRequest }, onRequest: ctx.requireApiKey },
+    {
+      schema: { body: ChatCompletionRequest },
+      onRequest: ctx.requireApiKey,
+      ...unknownFieldsHooks(ctx, ChatCompletionRequest, 'chat_completions'),
+    },
     async (request, reply) => {
       const body = request.body;
       const services = ctx.ready();
@@ -137,7 +143,8 @@ export function registerChatRoutes(app: FastifyInstance, ctx: ServerContext): vo
         endpoint: 'chat_completions',
         requestedModel: body.model,
         promptIds,
-        params: samplingParams(body, maxTokens, topLogprobs ?? 0),
+        params: samplingParams(body, maxTokens, topLogprobs ?? 0, engine.spec.vocabSize),
+        n: choiceCount(body.n, ctx.maxN),
         stream,
         includeUsage,
         interventions: body.interventions ?? [],

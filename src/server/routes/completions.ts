@@ -1,14 +1,17 @@
 // POST /v1/completions: OpenAI's legacy text completion. The prompt is text or token ids (one
-// prompt: batches would need n choices), the result text plus `logprobs: N` in the legacy shape.
+// prompt per request; n choices of it), the result text plus `logprobs: N` in the legacy shape;
+// echo prepends the prompt, with its logprobs from a teacher-forced pass (engine.score).
 
 import type { FastifyInstance } from 'fastify';
 import { ApiError } from '../errors.ts';
 import { CompletionRequest } from '../schemas.ts';
 import type { ServerContext, ServerEngine } from './context.ts';
 import { runGeneration } from './generation.ts';
+import { unknownFieldsHooks } from './unknown-fields.ts';
 import { completionShape } from './openai-format.ts';
 import {
   checkModel,
+  choiceCount,
   completionBudget,
   rejectUnsupported,
   samplingParams,
@@ -28,7 +31,7 @@ function onlyOne<T>(list: T[]): T {
   if (list.length > 1) {
     throw new ApiError(
       'unsupported_parameter',
-      'Only one prompt per request is supported (a list of prompts needs n > 1).',
+      'Only one prompt per request is supported (send one request per prompt; n gives several choices of one).',
       'prompt',
     );
   }
@@ -70,7 +73,11 @@ function readPrompt(prompt: CompletionRequest['prompt'], engine: ServerEngine): 
 export function registerCompletionRoutes(app: FastifyInstance, ctx: ServerContext): void {
   app.post<{ Body: CompletionRequest }>(
     '/v1/completions',
-    { schema: { body: CompletionRequest }, onRequest: ctx.requireApiKey },
+    {
+      schema: { body: CompletionRequest },
+      onRequest: ctx.requireApiKey,
+      ...unknownFieldsHooks(ctx, CompletionRequest, 'completions'),
+    },
     async (request, reply) => {
       const body = request.body;
       const services = ctx.ready();
@@ -88,11 +95,15 @@ export function registerCompletionRoutes(app: FastifyInstance, ctx: ServerContex
         maxParam: 'max_tokens',
       });
       const logprobs = body.logprobs ?? null;
+      const params = samplingParams(body, maxTokens, logprobs ?? 0, engine.spec.vocabSize);
+      const n = choiceCount(body.n, ctx.maxN);
+      const echo = body.echo === true ? await echoPrompt(engine, prompt.ids, logprobs !== null) : null;
       return runGeneration(ctx, services, request, reply, {
         endpoint: 'completions',
         requestedModel: body.model,
         promptIds: prompt.ids,
-        params: samplingParams(body, maxTokens, logprobs ?? 0),
+        params,
+        n,
         stream,
         includeUsage,
         interventions: body.interventions ?? [],
@@ -104,9 +115,22 @@ export function registerCompletionRoutes(app: FastifyInstance, ctx: ServerContex
           confidence: body.confidence === true,
           logprobs,
           promptText: prompt.text,
+          echo,
           tokenText: (id) => engine.tokenizer.tokenText(id),
         }),
       });
     },
   );
+}
+
+/** The prompt to echo, with each token's logprob under the model when logprobs are asked. */
+async function echoPrompt(
+  engine: ServerEngine,
+  ids: number[],
+  withLogprobs: boolean,
+): Promise<{ ids: number[]; logprobs: (number | null)[] }> {
+  if (!withLogprobs) return { ids, logprobs: ids.map(() => null) };
+  // Position p predicts ids[p + 1]; the first token has no prediction (OpenAI reports null).
+  const scored = await engine.score(ids);
+  return { ids, logprobs: ids.map((_, k) => (k === 0 ? null : scored[k - 1]!.nextLogprob)) };
 }

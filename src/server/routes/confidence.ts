@@ -8,13 +8,20 @@ import {
   signalsJson,
   type TokenInterventionsJson,
   summarize,
+  type Adjustment,
   type ConfidenceSummary,
   type TokenSignals,
   type TokenSignalsJson,
 } from '../../monitor/token-record.ts';
 
-/** One token's `confidence` object in a streamed chunk: the record's signals, in wire form. */
-export type TokenConfidence = TokenSignalsJson;
+/** A record's signals plus the sampling adjustments that shaped the row it was drawn from. */
+type SignalsAndAdjustments = TokenSignals & { adjustments?: Adjustment[] };
+
+/**
+ * One token's `confidence` object in a streamed chunk: the record's signals, in wire form, and
+ * `adjustments` when the request's sampling parameters changed the row (absent otherwise).
+ */
+export type TokenConfidence = TokenSignalsJson & { adjustments?: Adjustment[] };
 export type { ConfidenceSummary } from '../../monitor/token-record.ts';
 
 export interface ChoiceConfidence {
@@ -26,10 +33,15 @@ export interface ChoiceConfidence {
   unigram_kl?: number[];
   repeat: number[];
   interventions: TokenInterventionsJson[];
+  /** Per token, present when any token had adjustments ([] for those that had none). */
+  adjustments?: Adjustment[][];
   summary: ConfidenceSummary;
 }
 
-export const tokenConfidence = (t: TokenSignals): TokenConfidence => signalsJson(t);
+export const tokenConfidence = (t: SignalsAndAdjustments): TokenConfidence => ({
+  ...signalsJson(t),
+  ...(t.adjustments && t.adjustments.length > 0 ? { adjustments: t.adjustments } : {}),
+});
 
 function columns(
   tokens: TokenSignals[],
@@ -47,7 +59,7 @@ function columns(
 }
 
 /** A complete response's `confidence`: the records as columns (plot-ready) plus the request summary. */
-export function choiceConfidence(tokens: TokenSignals[]): ChoiceConfidence {
+export function choiceConfidence(tokens: SignalsAndAdjustments[]): ChoiceConfidence {
   const hasKl = tokens.length > 0 && tokens.every((t) => t.unigramKl !== undefined);
   return {
     entropy: tokens.map((t) => t.entropy),
@@ -58,6 +70,7 @@ export function choiceConfidence(tokens: TokenSignals[]): ChoiceConfidence {
     ...(hasKl ? { unigram_kl: tokens.map((t) => t.unigramKl!) } : {}),
     repeat: tokens.map((t) => t.repeat),
     interventions: tokens.map((t) => interventionsJson(t.interventions)),
+    ...(tokens.some((t) => t.adjustments?.length) ? { adjustments: tokens.map((t) => t.adjustments ?? []) } : {}),
     summary: summarize(tokens),
   };
 }

@@ -32,7 +32,7 @@ export type ServerTelemetry = Pick<
   Telemetry,
   'setQueue' | 'requestRejected' | 'requestStarted' | 'interventionChanged'
 > &
-  Partial<Pick<Telemetry, 'registry' | 'attachWebSocket' | 'close'>>;
+  Partial<Pick<Telemetry, 'registry' | 'attachWebSocket' | 'close' | 'fieldsIgnored'>>;
 
 /** Everything that exists only once the model is loaded. */
 export interface ReadyServices {
@@ -55,4 +55,10 @@ export interface ServerContext {
   /** onRequest hooks answering 401 unless the request carries the right bearer token. */
   requireApiKey: onRequestHookHandler;
   requireAdmin: onRequestHookHandler;
+  /** The most choices (n) one request may ask for (--max-n). */
+  maxN: number;
+  /** Request fields this server does not know: refused (400 naming the field) or dropped with a warning. */
+  unknownFields: UnknownFields;
 }
+
+export type UnknownFields = 'reject' | 'ignore';

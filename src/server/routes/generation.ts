@@ -15,7 +15,8 @@ import type { RequestIntervention } from '../schemas.ts';
 import type { Endpoint } from '../telemetry/index.ts';
 import { auditIntervention } from './audit.ts';
 import type { ReadyServices, ServerContext } from './context.ts';
-import { openAIFinishReason, type ResponseShape, type Usage } from './openai-format.ts';
+import { openAIFinishReason, type ChoiceResult, type ResponseShape, type Usage } from './openai-format.ts';
+import { choiceParams } from './openai-params.ts';
 import { SseStream } from './sse.ts';
 
 /** Abort reasons: the client hung up, or the server is shutting down and the grace period ran out. */
@@ -31,6 +32,8 @@ export interface GenerationPlan {
   requestedModel: string;
   promptIds: number[];
   params: SamplingParams;
+  /** Choices (OpenAI n); choice i runs with choiceParams(params, i). */
+  n: number;
   stream: boolean;
   includeUsage: boolean;
   interventions: RequestIntervention[];
@@ -112,6 +115,11 @@ function clientGone(reply: FastifyReply): FastifyReply {
   return reply.code(499).send();
 }
 
+/**
+ * Runs the n choices as n sequences through the engine, concurrently (their steps interleave in the
+ * worker). Each prefills the prompt itself: sharing one prefill and its cache awaits the batched
+ * worker. One scheduler slot covers the whole request.
+ */
 async function generate(
   { engine, registry, telemetry }: ReadyServices,
   request: FastifyRequest,
@@ -141,43 +149,64 @@ async function generate(
   });
   if (rt.traceId) request.log = reply.log = request.log.child({ trace_id: rt.traceId });
 
-  const tokens: GeneratedToken[] = [];
+  // A failing choice stops its siblings.
+  const inner = new AbortController();
+  const stopAll = () => inner.abort(signal.reason);
+  if (signal.aborted) stopAll();
+  else signal.addEventListener('abort', stopAll, { once: true });
+  const tokens: GeneratedToken[][] = Array.from({ length: plan.n }, () => []);
   let sse: SseStream | null = null;
-  let summary: GenerationSummary;
-  // Confidence targets keep per-request state: the session feeds each token's record to them.
+  const summaries: GenerationSummary[] = [];
+  // Confidence targets keep per-request state: the session feeds each token's record to them (with
+  // n > 1 the choices share one controller, fed by all of them).
   const session = registry.session(requestId);
   try {
-    const steps = engine.generate({
-      promptIds: plan.promptIds,
-      params: plan.params,
-      interventions: () => session.interventions(),
-      signal,
-    });
-    // The first step runs before any header goes out, so a failure at the start (a prompt the
-    // engine refuses) still gets its own HTTP status instead of an error event in a 200 stream.
-    let step = await steps.next();
+    const runs = tokens.map((_, i) =>
+      engine.generate({
+        promptIds: plan.promptIds,
+        params: choiceParams(plan.params, i),
+        interventions: () => session.interventions(),
+        signal: inner.signal,
+      }),
+    );
+    // The first step of every choice runs before any header goes out, so a failure at the start
+    // (a prompt the engine refuses) still gets its own HTTP status instead of an error event.
+    const first = await settleAll(runs.map((r) => r.next()), inner);
     if (plan.stream && !signal.aborted) {
       sse = new SseStream(reply);
-      const opening = plan.shape.opening();
-      if (opening) sse.send(opening);
+      for (let i = 0; i < plan.n; i++) {
+        const opening = plan.shape.opening(i);
+        if (opening) sse.send(opening);
+      }
     }
-    while (!step.done) {
-      session.observe(step.value);
-      rt.token(step.value);
-      tokens.push(step.value);
-      sse?.send(plan.shape.token(step.value));
-      step = await steps.next();
-    }
-    summary = step.value;
+    const drive = async (i: number): Promise<GenerationSummary> => {
+      let step = first[i]!;
+      while (!step.done) {
+        rt.token(step.value);
+        tokens[i]!.push(step.value);
+        sse?.send(plan.shape.token(step.value, i));
+        step = await runs[i]!.next();
+      }
+      const s = step.value;
+      if (sse && s.finishReason !== 'abort') {
+        if (s.trailingText) sse.send(plan.shape.text(s.trailingText, i));
+        sse.send(plan.shape.finish(openAIFinishReason(s.finishReason), i));
+      }
+      return s;
+    };
+    summaries.push(...(await settleAll(tokens.map((_, i) => drive(i)), inner)));
   } catch (err) {
-    rt.end(partialSummary(plan, tokens, started), 'error', err as Error);
+    rt.end(partialSummary(plan, tokens.flat(), started), 'error', err as Error);
     if (!sse) throw err;
     const apiError = toApiError(err);
     request.log.error({ err }, 'generation failed after the stream started');
     sse.fail(apiError);
     return reply;
+  } finally {
+    signal.removeEventListener('abort', stopAll);
   }
 
+  const summary = mergeSummaries(summaries);
   if (summary.finishReason === 'abort') {
     rt.end(summary, 'aborted');
     if (signal.reason === SHUTDOWN) {
@@ -192,18 +221,55 @@ async function generate(
     return sse ? reply : clientGone(reply);
   }
   rt.end(summary, 'success');
-  const reason = openAIFinishReason(summary.finishReason);
+  // OpenAI counts the prompt once however many choices; completion tokens are summed.
   const usage: Usage = {
     prompt_tokens: summary.promptTokens,
     completion_tokens: summary.completionTokens,
     total_tokens: summary.promptTokens + summary.completionTokens,
   };
-  if (!sse) return plan.shape.complete(tokens, summary.text, reason, usage);
-  if (summary.trailingText) sse.send(plan.shape.text(summary.trailingText));
-  sse.send(plan.shape.finish(reason));
+  if (!sse) {
+    const choices: ChoiceResult[] = summaries.map((s, i) => ({
+      tokens: tokens[i]!,
+      text: s.text,
+      reason: openAIFinishReason(s.finishReason),
+    }));
+    return plan.shape.complete(choices, usage);
+  }
   if (plan.includeUsage) sse.send(plan.shape.usage(usage));
   sse.done();
   return reply;
+}
+
+/** Like Promise.all, but the first failure aborts the siblings and is rethrown once they settle. */
+async function settleAll<T>(promises: Promise<T>[], inner: AbortController): Promise<T[]> {
+  const guarded = promises.map((p) =>
+    p.catch((e: unknown) => {
+      inner.abort(e);
+      throw e;
+    }),
+  );
+  const results = await Promise.allSettled(guarded);
+  const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
+  return results.map((r) => (r as PromiseFulfilledResult<T>).value);
+}
+
+/** The request's summary for telemetry: one prompt, the choices' tokens summed, abort if any aborted. */
+function mergeSummaries(list: GenerationSummary[]): GenerationSummary {
+  if (list.length === 1) return list[0]!;
+  const completion = list.reduce((a, s) => a + s.completionTokens, 0);
+  const durationS = Math.max(...list.map((s) => s.durationS));
+  const ttfts = list.map((s) => s.timeToFirstTokenS).filter((t): t is number => t !== null);
+  return {
+    promptTokens: list[0]!.promptTokens,
+    completionTokens: completion,
+    finishReason: list.some((s) => s.finishReason === 'abort') ? 'abort' : list[0]!.finishReason,
+    text: list[0]!.text,
+    durationS,
+    tokensPerS: list.reduce((a, s) => a + s.tokensPerS, 0),
+    timeToFirstTokenS: ttfts.length ? Math.min(...ttfts) : null,
+    trailingText: '',
+  };
 }
 
 /** What telemetry learns of a generation the engine failed in the middle of. */

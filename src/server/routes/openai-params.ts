@@ -1,8 +1,9 @@
-// OpenAI request parameters -> the engine's SamplingParams, with every check the schema cannot
-// express: parameters we cannot honour are refused by name (an OpenAI client that asks for n=3 or
-// tools must learn it did not get them, not receive one plain completion), and the token budget
-// must fit the model's context.
+// OpenAI (and vLLM) request parameters -> the engine's SamplingParams, with every check the schema
+// cannot express: parameters we cannot honour are refused by name (an OpenAI client that asks for
+// tools must learn it did not get them, not receive one plain completion), logit_bias keys must be
+// token ids of this vocabulary, n is bounded by --max-n, and the token budget must fit the context.
 
+import type { LogitsParams } from '../../runtime/logits-processors.ts';
 import type { SamplingParams } from '../../runtime/types.ts';
 import { ApiError } from '../errors.ts';
 
@@ -16,18 +17,13 @@ const isEmptyObject = (v: unknown) =>
  * other value is refused. `null` always counts as off (some clients send every field).
  */
 const NEUTRAL_ONLY: Record<string, { neutral: (v: unknown) => boolean; why: string }> = {
-  n: { neutral: (v) => v === 1, why: 'only n=1 is supported: each request generates one choice' },
-  best_of: { neutral: (v) => v === 1, why: 'only best_of=1 is supported' },
-  echo: { neutral: (v) => v === false, why: 'echo is not supported' },
+  best_of: { neutral: (v) => v === 1, why: 'only best_of=1 is supported (use n for several choices)' },
   suffix: { neutral: (v) => v === '', why: 'suffix (insertion) is not supported' },
-  frequency_penalty: { neutral: (v) => v === 0, why: 'frequency_penalty is not supported (only 0)' },
-  presence_penalty: { neutral: (v) => v === 0, why: 'presence_penalty is not supported (only 0)' },
-  logit_bias: { neutral: isEmptyObject, why: 'logit_bias is not supported (only {})' },
   response_format: {
     neutral: (v) =>
       isEmptyObject(v) ||
       (typeof v === 'object' && (v as Body).type === 'text' && Object.keys(v as Body).length === 1),
-    why: 'only response_format {"type": "text"} is supported',
+    why: 'JSON mode and structured outputs (json_object, json_schema) are not supported: no constrained decoding; only {"type": "text"}',
   },
   tools: { neutral: (v) => Array.isArray(v) && v.length === 0, why: 'tools are not supported' },
   tool_choice: { neutral: (v) => v === 'none', why: 'tool_choice is not supported (only "none")' },
@@ -114,14 +110,83 @@ export interface CommonSamplingInput {
   top_k?: number | null;
   seed?: number | null;
   stop?: string | string[] | null;
+  frequency_penalty?: number | null;
+  presence_penalty?: number | null;
+  repetition_penalty?: number | null;
+  min_p?: number | null;
+  logit_bias?: Record<string, number> | null;
+  stop_token_ids?: number[] | null;
+  ignore_eos?: boolean | null;
+  min_tokens?: number | null;
 }
 
-/** OpenAI defaults: temperature 1, top_p 1. */
+/** OpenAI's range for a logit_bias value. */
+export const LOGIT_BIAS_MAX = 100;
+
+/** logit_bias as [id, bias] pairs: keys must be decimal token ids of the vocabulary. */
+function readLogitBias(bias: Record<string, number>, vocabSize: number): [number, number][] {
+  return Object.entries(bias).map(([key, value]) => {
+    const id = /^\d+$/.test(key) ? Number(key) : NaN;
+    if (!Number.isSafeInteger(id) || id >= vocabSize) {
+      throw new ApiError(
+        'invalid_value',
+        `Invalid key '${key}' in 'logit_bias': keys must be token ids in 0..${vocabSize - 1}.`,
+        'logit_bias',
+      );
+    }
+    if (!(Math.abs(value) <= LOGIT_BIAS_MAX)) {
+      throw new ApiError(
+        'invalid_value',
+        `Invalid value for 'logit_bias' token ${key}: ${value} is outside [-${LOGIT_BIAS_MAX}, ${LOGIT_BIAS_MAX}].`,
+        'logit_bias',
+      );
+    }
+    return [id, value];
+  });
+}
+
+function readLogits(body: CommonSamplingInput, maxTokens: number, vocabSize: number): LogitsParams | undefined {
+  const p: LogitsParams = {};
+  if (body.frequency_penalty) p.frequencyPenalty = body.frequency_penalty;
+  if (body.presence_penalty) p.presencePenalty = body.presence_penalty;
+  if (body.repetition_penalty !== undefined && body.repetition_penalty !== null && body.repetition_penalty !== 1)
+    p.repetitionPenalty = body.repetition_penalty;
+  if (body.min_p) p.minP = body.min_p;
+  if (body.logit_bias && Object.keys(body.logit_bias).length > 0)
+    p.logitBias = readLogitBias(body.logit_bias, vocabSize);
+  if (body.stop_token_ids && body.stop_token_ids.length > 0) {
+    const bad = body.stop_token_ids.find((id) => id >= vocabSize);
+    if (bad !== undefined) {
+      throw new ApiError(
+        'invalid_value',
+        `Token id ${bad} in 'stop_token_ids' is outside the vocabulary (0..${vocabSize - 1}).`,
+        'stop_token_ids',
+      );
+    }
+    p.stopTokenIds = body.stop_token_ids;
+  }
+  if (body.ignore_eos === true) p.ignoreEos = true;
+  if (body.min_tokens) {
+    if (body.min_tokens > maxTokens) {
+      throw new ApiError(
+        'invalid_value',
+        `'min_tokens' (${body.min_tokens}) must not exceed the completion budget (${maxTokens}).`,
+        'min_tokens',
+      );
+    }
+    p.minTokens = body.min_tokens;
+  }
+  return Object.keys(p).length > 0 ? p : undefined;
+}
+
+/** OpenAI defaults: temperature 1, top_p 1; vLLM's extensions off unless asked. */
 export function samplingParams(
   body: CommonSamplingInput,
   maxTokens: number,
   topLogprobs: number,
+  vocabSize: number,
 ): SamplingParams {
+  const logits = readLogits(body, maxTokens, vocabSize);
   return {
     maxTokens,
     temperature: body.temperature ?? 1,
@@ -130,7 +195,34 @@ export function samplingParams(
     ...(body.seed !== undefined && body.seed !== null ? { seed: body.seed } : {}),
     stop: normalizeStop(body.stop),
     topLogprobs,
+    ...(body.ignore_eos === true ? { stopAtEos: false } : {}),
+    ...(logits ? { logits } : {}),
   };
+}
+
+/** Default of --max-n: the most choices one request may ask for. */
+export const DEFAULT_MAX_N = 8;
+
+/** n as asked (default 1), bounded by the server's --max-n. */
+export function choiceCount(n: number | null | undefined, maxN: number): number {
+  const count = n ?? 1;
+  if (count > maxN) {
+    throw new ApiError(
+      'invalid_value',
+      `'n' is ${count}; this server generates at most ${maxN} choices per request (--max-n).`,
+      'n',
+    );
+  }
+  return count;
+}
+
+/**
+ * The parameters of choice i of n: the same, with seed s + i when seeded (so n seeded choices are
+ * the n single requests seeded s, s+1, ...). Unseeded choices each draw their own seed.
+ */
+export function choiceParams(params: SamplingParams, i: number): SamplingParams {
+  if (i === 0 || params.seed === undefined) return params;
+  return { ...params, seed: params.seed + i };
 }
 
 /** The served model is the only one; anything else is a 404 as OpenAI answers it. */

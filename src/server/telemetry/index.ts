@@ -120,6 +120,11 @@ export class Telemetry {
     this.metrics.waiting.set({ model: this.opts.model }, waiting);
   }
 
+  /** Unknown fields a request carried and the server dropped (--unknown-fields ignore). */
+  fieldsIgnored(endpoint: Endpoint, count: number): void {
+    this.metrics.ignoredFields.inc({ model: this.opts.model, endpoint }, count);
+  }
+
   /** A request refused before generation (no span, no events): counts it by endpoint and outcome. */
   requestRejected(endpoint: Endpoint, outcome: 'rejected_queue_full' | 'invalid' | 'unauthorized'): void {
     this.metrics.requests.inc({ model: this.opts.model, endpoint, outcome });

@@ -122,6 +122,13 @@ export const METRIC_DEFINITIONS = {
     'Monitor events dropped because a subscriber fell more than its buffer behind.',
     ['model'],
   ),
+  // No field label: field names come from clients, so the label would be unbounded (the log names them).
+  ignoredFields: def(
+    'llm_request_fields_ignored_total',
+    'counter',
+    'Unknown request fields dropped under --unknown-fields ignore.',
+    ['model', 'endpoint'],
+  ),
 } as const;
 
 export type MetricKey = keyof typeof METRIC_DEFINITIONS;
@@ -174,5 +181,6 @@ export function initialiseSeries(m: SidecarMetrics, model: string): void {
   m.wsEventsDropped.inc({ model }, 0);
   for (const endpoint of ['completions', 'chat_completions']) {
     m.requests.inc({ model, endpoint, outcome: 'success' }, 0);
+    m.ignoredFields.inc({ model, endpoint }, 0);
   }
 }
