@@ -11,6 +11,7 @@ import { Type, type Static } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
 import type { Catalogue, CatalogueNeuron } from '../../monitor/catalogue.ts';
 import type { ServerContext } from './context.ts';
+import { neuronIndexOf } from '../../monitor/neurons.ts';
 
 const Nullable = <T extends ReturnType<typeof Type.Number>>(t: T) => Type.Union([t, Type.Null()]);
 const Effect = Type.Object({
@@ -171,7 +172,7 @@ export function catalogueView(
   const order = [...new Set([...entropy, ...frequency])];
   const neurons = order.map((address) => {
     const roles = [...(entropy.includes(address) ? ['entropy'] : []), ...(frequency.includes(address) ? ['frequency'] : [])];
-    const index = Number(address.split('.')[1]);
+    const index = neuronIndexOf(address);
     return neuronView(address, roles, byAddress.get(address), index);
   });
   return {
