@@ -47,7 +47,7 @@ const NOT_RUN: [RegExp, string][] = [
   [/^ONNXRUNTIME_NODE_INSTALL=cuda12 /, 'downloads the CUDA provider (network, GPU host)'],
   [/serve --device cuda/, 'needs an NVIDIA GPU'],
 ];
-const SERVER = /^npm start -- --port 8080$/;
+const SERVER = /^(?:npm ci && )?npm start -- --port 8080$/;
 const QUERY = /^curl -s http:\/\/127\.0\.0\.1:8080\//;
 const MONITOR = /^node -e .*\/v1\/monitor\/stream/;
 const CLI = /^\.\/bin\/confidence-sidecar\.js /;
@@ -112,6 +112,7 @@ describe('README command lines', () => {
       // Port 0 instead of 8080 so the test cannot collide with anything on the machine.
       const [cmd, ...args] = lines
         .find((l) => SERVER.test(l))!
+        .replace(/^npm ci && /, '') // the install is this checkout's own
         .replace('--port 8080', '--port 0')
         .split(' ');
       server = spawn(cmd!, args, { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
