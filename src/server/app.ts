@@ -5,17 +5,22 @@
 
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
 import Fastify, {
   LogController,
   type FastifyBaseLogger,
   type FastifyInstance,
+  type FastifyReply,
   type FastifyServerOptions,
   type onRequestHookHandler,
 } from 'fastify';
 import type { InterventionRegistry, StoredIntervention } from '../monitor/interventions.ts';
 import { makeTokenCheck } from './auth.ts';
 import { ChatFormatter } from './chat-template.ts';
-import { ApiError, toApiError } from './errors.ts';
+import { ApiError, echo, toApiError } from './errors.ts';
+import { expireOnTime } from './expiry.ts';
+import { answerExpectation, clientErrorHandler, refuseSocket, serveUpgradeAsRequest } from './http-edge.ts';
+import { REDACTED_LOG_PATHS, redactUrl, serializeRequest } from './redact.ts';
 import { auditIntervention } from './routes/audit.ts';
 import { registerChatRoutes } from './routes/chat.ts';
 import { registerCompletionRoutes } from './routes/completions.ts';
@@ -26,7 +31,7 @@ import { registerInterventionRoutes } from './routes/interventions.ts';
 import { registerModelRoutes } from './routes/models.ts';
 import { registerNeuronRoutes } from './routes/neurons.ts';
 import { Scheduler } from './scheduler.ts';
-import type { Endpoint } from './telemetry/index.ts';
+import { MONITOR_STREAM_PATH, type Endpoint } from './telemetry/index.ts';
 
 export type { ServerEngine, ServerTelemetry } from './routes/context.ts';
 
@@ -50,6 +55,16 @@ export interface BuildServerOptions {
   bodyLimit?: number;
   /** On close, how long generations in flight may finish before they are aborted (default 10 s). */
   shutdownGraceMs?: number;
+  /**
+   * Bearer token /metrics requires. Absent: /metrics takes the API key when one is set (it
+   * carries the neuron catalogue, as /v1/neurons does), and is open when neither is set.
+   */
+  metricsToken?: string | null;
+  /**
+   * A streaming client that reads nothing for this long is dropped and its generation aborted
+   * (default 30 s); meanwhile its sequence is not decoded further.
+   */
+  streamIdleTimeoutMs?: number;
 }
 
 declare module 'fastify' {
@@ -90,6 +105,20 @@ function isLogger(l: unknown): l is FastifyBaseLogger {
   return typeof l === 'object' && l !== null && typeof (l as FastifyBaseLogger).child === 'function';
 }
 
+/** fastify logger options with credentials redacted and request URLs bounded. */
+function loggerOptions(logger: BuildServerOptions['logger']): Record<string, unknown> {
+  if (isLogger(logger)) return { loggerInstance: logger };
+  if (!logger) return { logger: false };
+  const given = logger === true ? {} : (logger as Record<string, unknown>);
+  return {
+    logger: {
+      ...given,
+      redact: { paths: REDACTED_LOG_PATHS, censor: '[REDACTED]' },
+      serializers: { req: serializeRequest, ...((given.serializers as object) ?? {}) },
+    },
+  };
+}
+
 const resolve = <T>(v: FromEngine<T>, engine: ServerEngine): T =>
   typeof v === 'function' ? (v as (e: ServerEngine) => T)(engine) : v;
 
@@ -107,9 +136,16 @@ function rejection(e: ApiError): 'unauthorized' | 'rejected_queue_full' | 'inval
 }
 
 export function buildServer(opts: BuildServerOptions): FastifyInstance {
-  const logging = isLogger(opts.logger) ? { loggerInstance: opts.logger } : { logger: opts.logger ?? false };
   const app = Fastify({
-    ...logging,
+    ...loggerOptions(opts.logger),
+    // Node's parser errors (bad Content-Length, 431, ...) and router errors (bad percent-encoding)
+    // answer in the error shape like every other refusal.
+    clientErrorHandler,
+    frameworkErrors: (err, request, reply) => {
+      const e = toApiError(err);
+      request.log.info({ error: { code: e.code, message: e.message } }, 'request refused');
+      void (reply as FastifyReply).code(e.status).headers(e.headers).send(e.toBody());
+    },
     bodyLimit: opts.bodyLimit ?? 1024 * 1024,
     genReqId: (req: IncomingMessage) => {
       const sent = req.headers['x-request-id'];
@@ -135,6 +171,7 @@ export function buildServer(opts: BuildServerOptions): FastifyInstance {
   let closing = false;
   let flushTimer: NodeJS.Timeout | undefined;
   let unwire: (() => void) | null = null;
+  let hubAttached = false;
 
   const scheduler = new Scheduler({
     maxConcurrency: opts.maxConcurrency,
@@ -154,6 +191,10 @@ export function buildServer(opts: BuildServerOptions): FastifyInstance {
     };
   };
   const adminCheck = makeTokenCheck(opts.adminToken ?? null);
+  // The admin token is a superset of the API key: an operator may call the inference routes with it
+  // (and must, to claim request-scoped interventions it registered; see routes/generation.ts).
+  const apiKeyCheck = makeTokenCheck(opts.apiKey ?? null);
+  const metricsSecret = opts.metricsToken ?? opts.apiKey ?? null;
 
   const ctx: ServerContext = {
     ready() {
@@ -167,8 +208,18 @@ export function buildServer(opts: BuildServerOptions): FastifyInstance {
     telemetry: () => services?.telemetry ?? null,
     scheduler,
     generations: new Map(),
-    requireApiKey: bearer(opts.apiKey ?? null, 'API key'),
+    requireApiKey: async (request, reply) => {
+      if (apiKeyCheck(request.headers) || (opts.adminToken && adminCheck(request.headers))) return;
+      reply.header('www-authenticate', 'Bearer');
+      throw new ApiError(
+        'invalid_api_key',
+        'Missing or incorrect API key: send it as "Authorization: Bearer <token>".',
+      );
+    },
     requireAdmin: bearer(opts.adminToken ?? null, 'admin token'),
+    requireMetrics: bearer(metricsSecret, opts.metricsToken ? 'metrics token' : 'API key'),
+    isAdmin: (headers) => (opts.adminToken ? adminCheck(headers) : true),
+    streamIdleTimeoutMs: opts.streamIdleTimeoutMs ?? 30_000,
   };
 
   /** Registry changes reach telemetry (metrics gauge, monitor stream) whoever made them. */
@@ -180,7 +231,11 @@ export function buildServer(opts: BuildServerOptions): FastifyInstance {
       auditIntervention(app.log, 'expire', iv, 'ttl', null);
     };
     registry.on('created', created).on('removed', removed).on('expired', expired);
-    return () => registry.off('created', created).off('removed', removed).off('expired', expired);
+    const stopExpiry = expireOnTime(registry);
+    return () => {
+      stopExpiry();
+      registry.off('created', created).off('removed', removed).off('expired', expired);
+    };
   };
 
   const load = async (): Promise<void> => {
@@ -196,9 +251,14 @@ export function buildServer(opts: BuildServerOptions): FastifyInstance {
     });
     unwire = wireRegistry(registry, telemetry);
     // Browsers cannot set headers on a WebSocket upgrade, so the admin token may come as ?token=.
-    telemetry.attachWebSocket?.(app.server, (req) =>
-      adminCheck(req.headers, new URL(req.url ?? '/', 'http://localhost').searchParams.get('token')),
-    );
+    if (telemetry.attachWebSocket) {
+      // The hub's listener takes over upgrades (and serves the non-monitor ones as plain requests).
+      app.server.off('upgrade', earlyUpgrade);
+      hubAttached = true;
+      telemetry.attachWebSocket(app.server, (req) =>
+        adminCheck(req.headers, new URL(req.url ?? '/', 'http://localhost').searchParams.get('token')),
+      );
+    }
     telemetry.setQueue(scheduler.running, scheduler.waiting);
     services = { engine, registry, telemetry, chat };
     app.log.info({ model: engine.modelId, catalogue: engine.catalogue }, 'model ready');
@@ -210,6 +270,24 @@ export function buildServer(opts: BuildServerOptions): FastifyInstance {
   // Callers learn of a failed load from modelReady or /readyz; it must not crash the process here.
   modelReady.catch(() => undefined);
   app.decorate('modelReady', modelReady);
+
+  // Until the hub is attached (the model is loading; or a telemetry without a monitor stream),
+  // upgrades are answered here: the monitor stream says why it cannot open, every other path is
+  // served as the plain HTTP request it also is.
+  const earlyUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
+    const path = (req.url ?? '/').split('?')[0];
+    if (path !== MONITOR_STREAM_PATH) return serveUpgradeAsRequest(app.server, req, socket, head);
+    socket.on('error', () => socket.destroy());
+    try {
+      ctx.ready();
+      refuseSocket(socket, new ApiError('route_not_found', 'This server has no monitor stream.'));
+    } catch (e) {
+      refuseSocket(socket, toApiError(e));
+    }
+  };
+  app.server.on('upgrade', earlyUpgrade);
+  // Node answers an Expect it cannot meet with a bare 417.
+  app.server.on('checkExpectation', answerExpectation);
 
   // The API speaks JSON only; fastify's default text/plain parser would let a string through.
   app.removeContentTypeParser('text/plain');
@@ -231,11 +309,19 @@ export function buildServer(opts: BuildServerOptions): FastifyInstance {
   app.setNotFoundHandler((request, reply) => {
     const e = new ApiError(
       'route_not_found',
-      `Unknown route: ${request.method} ${request.url.split('?')[0]}`,
+      `Unknown route: ${echo(request.method, 16)} ${echo(redactUrl(request.url.split('?')[0]!))}`,
     );
     return reply.code(e.status).send(e.toBody());
   });
 
+  // Without an upgrade the monitor stream path is an HTTP GET: say what it needs (or why not yet).
+  app.get(MONITOR_STREAM_PATH, async () => {
+    ctx.ready();
+    if (!hubAttached) throw new ApiError('route_not_found', 'This server has no monitor stream.');
+    throw new ApiError('upgrade_required', 'GET /v1/monitor/stream is a WebSocket: send an Upgrade handshake.', null, {
+      upgrade: 'websocket',
+    });
+  });
   registerHealthRoutes(app, ctx);
   registerModelRoutes(app, ctx);
   registerNeuronRoutes(app, ctx);

@@ -8,6 +8,20 @@ import { Type, type Static, type TSchema } from '@sinclair/typebox';
 
 const Nullable = <T extends TSchema>(t: T) => Type.Union([t, Type.Null()]);
 
+// Every number has a range: JSON numbers reach 1.8e308, and a value past what the code does with
+// it (a Date, a float32 graph input, a sampler count) must be a 400, not a 500 or garbage output.
+
+/** The largest finite float32: intervention values go into float32 graph inputs. */
+export const FLOAT32_MAX = 3.4028234663852886e38;
+/** Longest TTL: about 31.7 years (a Date holds at most 8.64e15 ms). */
+export const MAX_TTL_S = 1e9;
+/** Counts (tokens, top_k): far above any context, well inside int32. */
+const MAX_COUNT = 2_147_483_647;
+
+const Float32Value = Type.Number({ minimum: -FLOAT32_MAX, maximum: FLOAT32_MAX });
+/** The neuron address LAYER.INDEX; the registry parses it. */
+const NeuronAddress = Type.String({ minLength: 1, maxLength: 32, description: 'LAYER.INDEX, e.g. "11.584"' });
+
 // ---------------------------------------------------------------- shared request parts
 
 export const InterventionMode = Type.Union([
@@ -20,9 +34,9 @@ export const InterventionMode = Type.Union([
 /** Extension: an intervention that lives as long as the request that carries it. */
 export const RequestIntervention = Type.Object(
   {
-    neuron: Type.String({ minLength: 1, description: 'LAYER.INDEX, e.g. "11.584"' }),
+    neuron: NeuronAddress,
     mode: InterventionMode,
-    value: Type.Optional(Type.Number()),
+    value: Type.Optional(Float32Value),
   },
   { additionalProperties: false },
 );
@@ -38,14 +52,16 @@ const StreamOptions = Nullable(
 
 /** Parameters both endpoints share, OpenAI's and ours. */
 const commonProperties = {
-  model: Type.String({ minLength: 1 }),
-  max_tokens: Type.Optional(Nullable(Type.Integer({ minimum: 1 }))),
+  model: Type.String({ minLength: 1, maxLength: 256 }),
+  max_tokens: Type.Optional(Nullable(Type.Integer({ minimum: 1, maximum: MAX_COUNT }))),
   temperature: Type.Optional(Nullable(Type.Number({ minimum: 0, maximum: 2 }))),
   top_p: Type.Optional(Nullable(Type.Number({ exclusiveMinimum: 0, maximum: 1 }))),
   stream: Type.Optional(Nullable(Type.Boolean())),
   stream_options: Type.Optional(StreamOptions),
   stop: Type.Optional(StopParam),
-  seed: Type.Optional(Nullable(Type.Integer())),
+  seed: Type.Optional(
+    Nullable(Type.Integer({ minimum: Number.MIN_SAFE_INTEGER, maximum: Number.MAX_SAFE_INTEGER })),
+  ),
   /** OpenAI's end-user id for abuse monitoring: accepted for compatibility, no effect. */
   user: Type.Optional(Nullable(Type.String())),
   // Accepted only at their neutral values (see routes/openai-params.ts).
@@ -55,7 +71,7 @@ const commonProperties = {
   logit_bias: Type.Optional(Type.Unknown()),
   // Extensions.
   /** Sample only among the k most likely tokens (0 = off), as vLLM and llama.cpp accept it. */
-  top_k: Type.Optional(Nullable(Type.Integer({ minimum: 0 }))),
+  top_k: Type.Optional(Nullable(Type.Integer({ minimum: 0, maximum: MAX_COUNT }))),
   interventions: Type.Optional(Nullable(Type.Array(RequestIntervention, { maxItems: 64 }))),
   confidence: Type.Optional(Nullable(Type.Boolean())),
 };
@@ -68,8 +84,8 @@ export const CompletionRequest = Type.Object(
     prompt: Type.Union([
       Type.String(),
       Type.Array(Type.String(), { minItems: 1 }),
-      Type.Array(Type.Integer({ minimum: 0 }), { minItems: 1 }),
-      Type.Array(Type.Array(Type.Integer({ minimum: 0 })), { minItems: 1 }),
+      Type.Array(Type.Integer({ minimum: 0, maximum: MAX_COUNT }), { minItems: 1 }),
+      Type.Array(Type.Array(Type.Integer({ minimum: 0, maximum: MAX_COUNT })), { minItems: 1 }),
     ]),
     /** Legacy logprobs: how many alternatives per token (0 = only the chosen token's). */
     logprobs: Type.Optional(Nullable(Type.Integer({ minimum: 0, maximum: 5 }))),
@@ -108,7 +124,7 @@ export const ChatCompletionRequest = Type.Object(
   {
     ...commonProperties,
     messages: Type.Array(ChatMessageIn, { minItems: 1 }),
-    max_completion_tokens: Type.Optional(Nullable(Type.Integer({ minimum: 1 }))),
+    max_completion_tokens: Type.Optional(Nullable(Type.Integer({ minimum: 1, maximum: MAX_COUNT }))),
     logprobs: Type.Optional(Nullable(Type.Boolean())),
     top_logprobs: Type.Optional(Nullable(Type.Integer({ minimum: 0, maximum: 20 }))),
     response_format: Type.Optional(Type.Unknown()),
@@ -137,11 +153,12 @@ export type ChatCompletionRequest = Static<typeof ChatCompletionRequest>;
 
 export const CreateInterventionRequest = Type.Object(
   {
-    neuron: Type.String({ minLength: 1, description: 'LAYER.INDEX of a last-layer neuron' }),
+    neuron: NeuronAddress,
     mode: InterventionMode,
-    value: Type.Optional(Nullable(Type.Number())),
-    ttl_s: Type.Optional(Nullable(Type.Number({ exclusiveMinimum: 0 }))),
-    request_id: Type.Optional(Nullable(Type.String({ minLength: 1 }))),
+    value: Type.Optional(Nullable(Float32Value)),
+    ttl_s: Type.Optional(Nullable(Type.Number({ exclusiveMinimum: 0, maximum: MAX_TTL_S }))),
+    /** The X-Request-Id it applies to: the same characters the server accepts in that header. */
+    request_id: Type.Optional(Nullable(Type.String({ pattern: '^[A-Za-z0-9._:-]{1,128}$' }))),
   },
   { additionalProperties: false },
 );

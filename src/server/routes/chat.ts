@@ -3,7 +3,7 @@
 
 import type { FastifyInstance } from 'fastify';
 import type { ChatMessage, ChatRole } from '../chat-template.ts';
-import { ApiError } from '../errors.ts';
+import { ApiError, echo } from '../errors.ts';
 import { ChatCompletionRequest, type ChatMessageIn } from '../schemas.ts';
 import type { ServerContext } from './context.ts';
 import { runGeneration } from './generation.ts';
@@ -33,13 +33,13 @@ function readMessage(m: ChatMessageIn, i: number): ChatMessage {
     if (m.role === 'tool' || m.role === 'function') {
       throw new ApiError(
         'unsupported_parameter',
-        `${at}.role: '${m.role}' messages are not supported (this server has no tools).`,
+        `${at}.role: '${echo(m.role)}' messages are not supported (this server has no tools).`,
         `${at}.role`,
       );
     }
     throw new ApiError(
       'invalid_value',
-      `${at}.role must be one of system, developer, user, assistant; got '${m.role}'.`,
+      `${at}.role must be one of system, developer, user, assistant; got '${echo(m.role)}'.`,
       `${at}.role`,
     );
   }
@@ -60,7 +60,7 @@ function readMessage(m: ChatMessageIn, i: number): ChatMessage {
         if (part.type !== 'text' || typeof part.text !== 'string') {
           throw new ApiError(
             'unsupported_parameter',
-            `${at}.content[${j}]: only {"type": "text", "text": ...} parts are supported, got type '${part.type}'.`,
+            `${at}.content[${j}]: only {"type": "text", "text": ...} parts are supported, got type '${echo(part.type)}'.`,
             `${at}.content[${j}].type`,
           );
         }

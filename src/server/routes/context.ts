@@ -2,6 +2,7 @@
 // intervention registry, telemetry, chat formatter), the scheduler and the auth checks.
 // app.ts builds it; routes read it.
 
+import type { IncomingHttpHeaders } from 'node:http';
 import type { onRequestHookHandler } from 'fastify';
 import type { Engine } from '../../runtime/types.ts';
 import type { Tokenizer } from '../../model/tokenizer.ts';
@@ -54,4 +55,10 @@ export interface ServerContext {
   /** onRequest hooks answering 401 unless the request carries the right bearer token. */
   requireApiKey: onRequestHookHandler;
   requireAdmin: onRequestHookHandler;
+  /** /metrics: the metrics token, else the API key, else open (see README, "Access"). */
+  requireMetrics: onRequestHookHandler;
+  /** Whether a request carries the admin token (true when the admin API is open). */
+  isAdmin(headers: IncomingHttpHeaders): boolean;
+  /** How long a streaming client may read nothing before its generation is aborted. */
+  streamIdleTimeoutMs: number;
 }

@@ -18,9 +18,13 @@ import type { ReadyServices, ServerContext } from './context.ts';
 import { openAIFinishReason, type ResponseShape, type Usage } from './openai-format.ts';
 import { SseStream } from './sse.ts';
 
-/** Abort reasons: the client hung up, or the server is shutting down and the grace period ran out. */
+/**
+ * Abort reasons: the client hung up, the server is shutting down and the grace period ran out, or
+ * a streaming client read nothing for the idle limit.
+ */
 export const CLIENT_GONE = Symbol('client gone');
 export const SHUTDOWN = Symbol('shutdown');
+export const STALLED = Symbol('stalled');
 
 /** Seconds a client refused for a full queue is told to wait (Retry-After). */
 const RETRY_AFTER_S = 1;
@@ -45,6 +49,14 @@ export async function runGeneration(
   plan: GenerationPlan,
 ): Promise<unknown> {
   const requestId = request.id;
+  // Request-scoped interventions registered through the admin API bind to an id the admin chose;
+  // only a request carrying the admin token may claim them, or anyone who learns the id could.
+  if (services.registry.list().some((iv) => iv.requestId === requestId) && !ctx.isAdmin(request.headers)) {
+    throw new ApiError(
+      'permission_denied',
+      'Interventions are registered for this X-Request-Id; only a request with the admin token may claim them.',
+    );
+  }
   if (ctx.generations.has(requestId)) {
     throw new ApiError(
       'request_id_in_use',
@@ -61,10 +73,19 @@ export async function runGeneration(
   let release: Release | null = null;
   try {
     registerRequestInterventions(services, request, plan.interventions);
+    const queuedAt = performance.now();
     try {
       release = await ctx.scheduler.acquire(controller.signal);
     } catch (e) {
-      if (!(e instanceof QueueFullError)) return clientGone(reply);
+      if (e === SHUTDOWN) {
+        throw new ApiError('server_shutting_down', 'The server shut down before this request was started.');
+      }
+      if (!(e instanceof QueueFullError)) {
+        // Counted and logged: a queue that clients give up on is a capacity problem to see.
+        services.telemetry.requestRejected(plan.endpoint, 'abandoned_in_queue');
+        request.log.info({ waited_ms: Math.round(performance.now() - queuedAt) }, 'client left while queued');
+        return clientGone(reply);
+      }
       throw new ApiError(
         'rate_limit_exceeded',
         `The server is at capacity (${e.running} generation(s) running, ${e.waiting} queued). Please retry after a brief wait.`,
@@ -72,7 +93,7 @@ export async function runGeneration(
         { 'retry-after': String(RETRY_AFTER_S) },
       );
     }
-    return await generate(services, request, reply, plan, controller.signal);
+    return await generate(services, request, reply, plan, controller, ctx.streamIdleTimeoutMs);
   } finally {
     release?.();
     for (const iv of services.registry.clearRequest(requestId)) {
@@ -115,8 +136,10 @@ async function generate(
   request: FastifyRequest,
   reply: FastifyReply,
   plan: GenerationPlan,
-  signal: AbortSignal,
+  controller: AbortController,
+  idleTimeoutMs: number,
 ): Promise<unknown> {
+  const { signal } = controller;
   const requestId = request.id;
   const started = performance.now();
   const rt = telemetry.requestStarted({
@@ -161,6 +184,13 @@ async function generate(
       rt.token(step.value);
       tokens.push(step.value);
       sse?.send(plan.shape.token(step.value));
+      // Backpressure: while the client is not reading, the next token is not asked for, so the
+      // engine pauses this sequence and memory holds at most the socket's buffers. A client that
+      // reads nothing for the idle limit is given up on.
+      if (sse && !(await sse.writable(idleTimeoutMs)) && !signal.aborted) {
+        request.log.info({ idle_ms: idleTimeoutMs }, 'streaming client stopped reading; generation aborted');
+        controller.abort(STALLED);
+      }
       step = await steps.next();
     }
     summary = step.value;
@@ -184,6 +214,7 @@ async function generate(
       sse.fail(e);
       return reply;
     }
+    if (signal.reason === STALLED) reply.raw.destroy();
     return sse ? reply : clientGone(reply);
   }
   rt.end(summary, 'success');

@@ -4,7 +4,7 @@
 // must fit the model's context.
 
 import type { SamplingParams } from '../../runtime/types.ts';
-import { ApiError } from '../errors.ts';
+import { ApiError, echo } from '../errors.ts';
 
 type Body = Record<string, unknown>;
 
@@ -138,7 +138,7 @@ export function checkModel(requested: string, served: string): void {
   if (requested !== served) {
     throw new ApiError(
       'model_not_found',
-      `The model '${requested}' does not exist. This server serves '${served}' (see GET /v1/models).`,
+      `The model '${echo(requested)}' does not exist. This server serves '${served}' (see GET /v1/models).`,
       'model',
     );
   }

@@ -94,6 +94,7 @@ export class Telemetry {
       onSubscriberCount: (n) => this.metrics.wsSubscribers.set({ model }, n),
       onDropped: (n) => this.metrics.wsEventsDropped.inc({ model }, n),
       now: clock.epochMs,
+      ...(opts.logger ? { log: (fields: object, msg: string) => opts.logger!.info(fields, msg) } : {}),
     });
     this.deps = {
       metrics: this.metrics,
@@ -122,7 +123,10 @@ export class Telemetry {
   }
 
   /** A request refused before generation (no span, no events): counts it by endpoint and outcome. */
-  requestRejected(endpoint: Endpoint, outcome: 'rejected_queue_full' | 'invalid' | 'unauthorized'): void {
+  requestRejected(
+    endpoint: Endpoint,
+    outcome: 'rejected_queue_full' | 'invalid' | 'unauthorized' | 'abandoned_in_queue',
+  ): void {
     this.metrics.requests.inc({ model: this.opts.model, endpoint, outcome });
   }
 
