@@ -31,6 +31,7 @@ import { registerInterventionRoutes } from './routes/interventions.ts';
 import { registerModelRoutes } from './routes/models.ts';
 import { registerNeuronRoutes } from './routes/neurons.ts';
 import { Scheduler } from './scheduler.ts';
+import { createPromptEncoder } from './tokenize/prompt-encoder.ts';
 import { MONITOR_STREAM_PATH, type Endpoint } from './telemetry/index.ts';
 
 export type { ServerEngine, ServerTelemetry } from './routes/context.ts';
@@ -65,6 +66,8 @@ export interface BuildServerOptions {
    * (default 30 s); meanwhile its sequence is not decoded further.
    */
   streamIdleTimeoutMs?: number;
+  /** Tokenizer worker threads (default 1); 0 tokenizes on the main thread. */
+  tokenizerWorkers?: number;
 }
 
 declare module 'fastify' {
@@ -83,6 +86,9 @@ const FINAL_FLUSH_MS = 1000;
 const ABORT_WAIT_MS = 5000;
 /** How often shutdown checks whether the generations in flight have ended. */
 const DRAIN_POLL_MS = 25;
+
+/** How much a tokenizer's normalizer may shrink text, at most (see maxPromptBytes). */
+const NORMALIZER_SLACK = 4;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -260,7 +266,16 @@ export function buildServer(opts: BuildServerOptions): FastifyInstance {
       );
     }
     telemetry.setQueue(scheduler.running, scheduler.waiting);
-    services = { engine, registry, telemetry, chat };
+    const encoder = createPromptEncoder(engine, opts.tokenizerWorkers ?? 1);
+    // Every token stands for at most maxTokenBytes bytes of text; normalizers can shrink text
+    // (NFKC folds a 3-byte fullwidth letter to 1 byte), hence the slack. The vocabulary scan
+    // runs on the first prompt long enough to need it.
+    let limit: number | null = null;
+    const maxPromptBytes = () => {
+      const longest = (limit ??= engine.tokenizer.maxTokenBytes?.() ?? Infinity);
+      return longest * engine.spec.maxPositions * NORMALIZER_SLACK;
+    };
+    services = { engine, registry, telemetry, chat, encoder, maxPromptBytes };
     app.log.info({ model: engine.modelId, catalogue: engine.catalogue }, 'model ready');
   };
   const modelReady = load().catch((e: Error) => {
@@ -318,9 +333,14 @@ export function buildServer(opts: BuildServerOptions): FastifyInstance {
   app.get(MONITOR_STREAM_PATH, async () => {
     ctx.ready();
     if (!hubAttached) throw new ApiError('route_not_found', 'This server has no monitor stream.');
-    throw new ApiError('upgrade_required', 'GET /v1/monitor/stream is a WebSocket: send an Upgrade handshake.', null, {
-      upgrade: 'websocket',
-    });
+    throw new ApiError(
+      'upgrade_required',
+      'GET /v1/monitor/stream is a WebSocket: send an Upgrade handshake.',
+      null,
+      {
+        upgrade: 'websocket',
+      },
+    );
   });
   registerHealthRoutes(app, ctx);
   registerModelRoutes(app, ctx);
@@ -349,6 +369,7 @@ export function buildServer(opts: BuildServerOptions): FastifyInstance {
   app.addHook('onClose', async () => {
     clearTimeout(flushTimer);
     unwire?.();
+    await services?.encoder.close();
   });
 
   return app;

@@ -199,6 +199,8 @@ export function toApiError(err: unknown): ApiError {
     case 'FST_ERR_CTP_BODY_TOO_LARGE_FOR_CONTENT_LENGTH':
       return new ApiError('request_too_large', 'The request body is too large.');
   }
+  // The router refuses a path parameter over maxParamLength; the message would echo the URL.
+  if (e.statusCode === 414) return new ApiError('uri_too_long', 'The request URL is too long.');
   // Other client errors fastify raises (bad URL encoding, ...) keep their 4xx meaning.
   if (typeof e.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 500 && e.message) {
     return new ApiError('invalid_value', echo(e.message));

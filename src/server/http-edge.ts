@@ -7,7 +7,7 @@
 // instead of the router. Only the monitor stream upgrades; every other such request is served as
 // the ordinary HTTP request it also is (HTTP/1.1 lets a server ignore an Upgrade offer).
 
-import { ServerResponse, STATUS_CODES, type IncomingMessage, type Server } from 'node:http';
+import { IncomingMessage, ServerResponse, STATUS_CODES, type Server } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { ApiError, type ErrorCode } from './errors.ts';
@@ -82,7 +82,12 @@ const MAX_UPGRADE_BODY = 64 * 1024 * 1024;
  * detached its parser, so the body (Content-Length bytes, from `head` then the socket) is fed
  * into the request by hand and the connection closes after the response.
  */
-export function serveUpgradeAsRequest(server: Server, req: IncomingMessage, duplex: Duplex, head: Buffer): void {
+export function serveUpgradeAsRequest(
+  server: Server,
+  req: IncomingMessage,
+  duplex: Duplex,
+  head: Buffer,
+): void {
   const socket = duplex as Socket;
   socket.on('error', () => socket.destroy());
   const rawLength = req.headers['content-length'];
@@ -101,7 +106,18 @@ export function serveUpgradeAsRequest(server: Server, req: IncomingMessage, dupl
     refuseSocket(socket, new ApiError('request_too_large', 'The request body is too large.'));
     return;
   }
-  const res = new ServerResponse(req);
+  // Node has already ended `req` (an upgrade has no body for it): a fresh message carries one.
+  const message = new IncomingMessage(socket);
+  Object.assign(message, {
+    method: req.method,
+    url: req.url,
+    headers: req.headers,
+    rawHeaders: req.rawHeaders,
+    httpVersion: req.httpVersion,
+    httpVersionMajor: req.httpVersionMajor,
+    httpVersionMinor: req.httpVersionMinor,
+  });
+  const res = new ServerResponse(message);
   res.shouldKeepAlive = false;
   res.assignSocket(socket);
   res.on('finish', () => {
@@ -113,16 +129,19 @@ export function serveUpgradeAsRequest(server: Server, req: IncomingMessage, dupl
     if (pending <= 0) return;
     const part = chunk.subarray(0, pending);
     pending -= part.length;
-    req.push(part);
-    if (pending === 0) {
-      socket.off('data', feed);
-      req.push(null);
-    }
+    message.push(part);
+    if (pending === 0) finish();
   };
-  if (pending === 0) req.push(null);
+  // complete: an IncomingMessage destroyed (auto, once read) while incomplete destroys its socket.
+  const finish = () => {
+    socket.off('data', feed);
+    message.complete = true;
+    message.push(null);
+  };
+  if (pending === 0) finish();
   else {
     if (head.length > 0) feed(head);
     if (pending > 0) socket.on('data', feed);
   }
-  server.emit('request', req, res);
+  server.emit('request', message, res);
 }

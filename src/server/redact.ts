@@ -6,7 +6,8 @@
 import type { FastifyRequest } from 'fastify';
 
 /** Query parameters whose values are secrets. */
-const SECRET_PARAMS = /([?&](?:token|access_token|api[_-]?key|key|password|secret|auth|authorization)=)[^&#]*/gi;
+const SECRET_PARAMS =
+  /([?&](?:token|access_token|api[_-]?key|key|password|secret|auth|authorization)=)[^&#]*/gi;
 
 /** Longest URL written to the log. */
 const MAX_LOGGED_URL = 512;

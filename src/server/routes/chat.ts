@@ -10,6 +10,7 @@ import { runGeneration } from './generation.ts';
 import { chatShape } from './openai-format.ts';
 import {
   checkModel,
+  checkPromptBytes,
   completionBudget,
   rejectUnsupported,
   samplingParams,
@@ -120,38 +121,54 @@ export function registerChatRoutes(app: FastifyInstance, ctx: ServerContext): vo
       const { stream, includeUsage } = streamFlags(body);
       const topLogprobs = requestedTopLogprobs(body);
       const { requested, param } = requestedMax(body);
-      const rendered = chat.render(body.messages.map(readMessage));
-      const promptIds = engine.encode(rendered.prompt, { addSpecialTokens: rendered.addSpecialTokens });
-      if (promptIds.length === 0)
-        throw new ApiError('invalid_value', "'messages' render to an empty prompt.", 'messages');
-      const maxTokens = completionBudget({
-        promptTokens: promptIds.length,
-        maxPositions: engine.spec.maxPositions,
-        requested,
-        // OpenAI's chat default: as long as the context allows.
-        defaultMax: Infinity,
-        promptParam: 'messages',
-        maxParam: param,
-      });
-      return runGeneration(ctx, services, request, reply, {
-        endpoint: 'chat_completions',
-        requestedModel: body.model,
-        promptIds,
-        params: samplingParams(body, maxTokens, topLogprobs ?? 0),
-        stream,
-        includeUsage,
-        interventions: body.interventions ?? [],
-        shape: chatShape({
-          id: `chatcmpl-${request.id}`,
-          created: Math.floor(Date.now() / 1000),
-          model: engine.modelId,
-          includeUsage,
-          confidence: body.confidence === true,
-          topLogprobs,
-          tokenText: (id) => engine.tokenizer.tokenText(id),
-          tokenBytes: (id) => engine.tokenizer.tokenBytes(id),
-        }),
-      });
+      const messages = body.messages.map(readMessage);
+      checkPromptBytes(
+        messages.map((m) => m.content),
+        services.maxPromptBytes,
+        engine.spec.maxPositions,
+        'messages',
+      );
+      return runGeneration(
+        ctx,
+        services,
+        request,
+        reply,
+        { endpoint: 'chat_completions', interventions: body.interventions ?? [] },
+        async () => {
+          const rendered = chat.render(messages);
+          const promptIds = await services.encoder.encodeSegments(rendered.segments, {
+            addSpecialTokens: rendered.addSpecialTokens,
+          });
+          if (promptIds.length === 0)
+            throw new ApiError('invalid_value', "'messages' render to an empty prompt.", 'messages');
+          const maxTokens = completionBudget({
+            promptTokens: promptIds.length,
+            maxPositions: engine.spec.maxPositions,
+            requested,
+            // OpenAI's chat default: as long as the context allows.
+            defaultMax: Infinity,
+            promptParam: 'messages',
+            maxParam: param,
+          });
+          return {
+            requestedModel: body.model,
+            promptIds,
+            params: samplingParams(body, maxTokens, topLogprobs ?? 0),
+            stream,
+            includeUsage,
+            shape: chatShape({
+              id: `chatcmpl-${request.id}`,
+              created: Math.floor(Date.now() / 1000),
+              model: engine.modelId,
+              includeUsage,
+              confidence: body.confidence === true,
+              topLogprobs,
+              tokenText: (id) => engine.tokenizer.tokenText(id),
+              tokenBytes: (id) => engine.tokenizer.tokenBytes(id),
+            }),
+          };
+        },
+      );
     },
   );
 }

@@ -8,6 +8,7 @@ import type { Engine } from '../../runtime/types.ts';
 import type { Tokenizer } from '../../model/tokenizer.ts';
 import type { InterventionRegistry } from '../../monitor/interventions.ts';
 import type { ChatFormatter } from '../chat-template.ts';
+import type { PromptEncoder } from '../tokenize/prompt-encoder.ts';
 import type { Scheduler } from '../scheduler.ts';
 import type { Telemetry } from '../telemetry/index.ts';
 
@@ -24,7 +25,10 @@ export interface ServerEngine extends Engine {
   readonly tokenizer: Pick<
     Tokenizer,
     'tokenText' | 'tokenBytes' | 'chatTemplate' | 'bosTokenId' | 'eosTokenId' | 'specialTokens'
-  >;
+  > &
+    // A real tokenizer has these: its folder (tokenizer workers load it), markup-aware encoding,
+    // and the longest token (cheap context-length refusals before tokenizing).
+    Partial<Pick<Tokenizer, 'dir' | 'encodeSegments' | 'maxTokenBytes'>>;
   /** Calibration mean activation of last-layer neuron `index`, when known (enables mean_ablate). */
   calibrationMean?(index: number): number | undefined;
 }
@@ -42,6 +46,10 @@ export interface ReadyServices {
   registry: InterventionRegistry;
   telemetry: ServerTelemetry;
   chat: ChatFormatter;
+  /** Prompt tokenization, off the main thread. */
+  encoder: PromptEncoder;
+  /** Bytes of prompt text beyond which it cannot fit the context, whatever it says; or Infinity. */
+  maxPromptBytes(): number;
 }
 
 export interface ServerContext {

@@ -41,12 +41,21 @@ export interface GenerationPlan {
   shape: ResponseShape;
 }
 
+/** What admission needs, known before the prompt is tokenized. */
+export type Admission = Pick<GenerationPlan, 'endpoint' | 'interventions'>;
+
+/**
+ * Admission first: the request-scoped checks, the request's interventions and a scheduler slot
+ * (or 429) come before `prepare` tokenizes the prompt, so a full server refuses a large prompt at
+ * once instead of after tokenizing it.
+ */
 export async function runGeneration(
   ctx: ServerContext,
   services: ReadyServices,
   request: FastifyRequest,
   reply: FastifyReply,
-  plan: GenerationPlan,
+  admission: Admission,
+  prepare: () => Promise<Omit<GenerationPlan, keyof Admission>>,
 ): Promise<unknown> {
   const requestId = request.id;
   // Request-scoped interventions registered through the admin API bind to an id the admin chose;
@@ -72,7 +81,7 @@ export async function runGeneration(
   reply.raw.on('close', onClose);
   let release: Release | null = null;
   try {
-    registerRequestInterventions(services, request, plan.interventions);
+    registerRequestInterventions(services, request, admission.interventions);
     const queuedAt = performance.now();
     try {
       release = await ctx.scheduler.acquire(controller.signal);
@@ -82,7 +91,7 @@ export async function runGeneration(
       }
       if (!(e instanceof QueueFullError)) {
         // Counted and logged: a queue that clients give up on is a capacity problem to see.
-        services.telemetry.requestRejected(plan.endpoint, 'abandoned_in_queue');
+        services.telemetry.requestRejected(admission.endpoint, 'abandoned_in_queue');
         request.log.info({ waited_ms: Math.round(performance.now() - queuedAt) }, 'client left while queued');
         return clientGone(reply);
       }
@@ -93,6 +102,8 @@ export async function runGeneration(
         { 'retry-after': String(RETRY_AFTER_S) },
       );
     }
+    const plan: GenerationPlan = { ...admission, ...(await prepare()) };
+    if (controller.signal.aborted) return clientGone(reply);
     return await generate(services, request, reply, plan, controller, ctx.streamIdleTimeoutMs);
   } finally {
     release?.();

@@ -108,6 +108,29 @@ export function completionBudget(b: BudgetInput): number {
   return b.requested;
 }
 
+/**
+ * Refuses, before any tokenization, a prompt text too long to fit the context whatever its tokens
+ * (see ReadyServices.maxPromptBytes): the cheap admission check that keeps a megabyte prompt
+ * from costing seconds of tokenizer time only to be refused.
+ */
+export function checkPromptBytes(
+  texts: string[],
+  maxPromptBytes: () => number,
+  maxPositions: number,
+  param: string,
+): void {
+  const bytes = texts.reduce((n, t) => n + Buffer.byteLength(t, 'utf8'), 0);
+  // The limit is at least maxPositions * 4 bytes (a token holds >= 1 byte): shorter texts skip it.
+  if (bytes <= maxPositions * 4) return;
+  if (bytes > maxPromptBytes()) {
+    throw new ApiError(
+      'context_length_exceeded',
+      `This model's maximum context length is ${maxPositions} tokens. However, your prompt has ${bytes} bytes of text, which is more than that many tokens can hold. Please reduce the length of the prompt.`,
+      param,
+    );
+  }
+}
+
 export interface CommonSamplingInput {
   temperature?: number | null;
   top_p?: number | null;

@@ -189,7 +189,10 @@ export class WsHub {
         allowed = false;
       }
       if (!allowed) {
-        this.opts.log?.({ path: url.pathname, remote: req.socket.remoteAddress }, 'monitor subscription refused');
+        this.opts.log?.(
+          { path: url.pathname, remote: req.socket.remoteAddress },
+          'monitor subscription refused',
+        );
         refuseSocket(
           socket,
           new ApiError(
