@@ -14,7 +14,6 @@ import { httpText, rawRequest } from './helpers/raw-http.ts';
 import {
   createTestEngine,
   postJson,
-  readSse,
   slowed,
   startServer,
   type JsonBody,

@@ -169,12 +169,13 @@ export class Tokenizer {
     return addSpecialTokens ? this.withSpecialTokens(ids) : ids;
   }
 
-  /** The longest text one token stands for, in UTF-8 bytes (a lower bound on tokens per byte). */
+  /** Upper bound on a token's UTF-8 bytes (3 per UTF-16 unit of the longest entry): a cheap scan. */
   maxTokenBytes(): number {
     if (this.longestToken === null) {
       let longest = 1;
-      for (let id = 0; id < this.vocabSize; id++) longest = Math.max(longest, this.tokenBytes(id).length);
-      this.longestToken = longest;
+      for (const piece of this.inner.model!.vocab)
+        if (piece && piece.length > longest) longest = piece.length;
+      this.longestToken = 3 * longest;
     }
     return this.longestToken;
   }
