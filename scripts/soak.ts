@@ -13,6 +13,7 @@ import { spawn } from 'node:child_process';
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { Agent, setGlobalDispatcher } from 'undici';
 import WebSocket from 'ws';
 
 const { values } = parseArgs({
@@ -29,6 +30,10 @@ const DURATION_MS = Number(values.duration) * 1000;
 const WS_SUBSCRIBERS = Number(values.ws);
 const MAX_REQUESTS = Number(values['max-requests']);
 const ADMIN = 'soak-admin';
+// Our own connection pool, so that its idle keep-alive connections can be closed before the
+// server's open sockets are counted.
+const agent = new Agent({ keepAliveTimeout: 1000 });
+setGlobalDispatcher(agent);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const rand = (a: number, b: number) => a + Math.random() * (b - a);
 
@@ -216,7 +221,10 @@ async function interventions(): Promise<void> {
       else error(`intervention_create_${r.status}`);
     } else if (live.length > 0) {
       const id = live.splice(Math.floor(rand(0, live.length)), 1)[0]!;
-      const r = await fetch(`${url}/v1/interventions/${id}`, { method: 'DELETE', headers: auth });
+      const r = await fetch(`${url}/v1/interventions/${id}`, {
+        method: 'DELETE',
+        headers: { authorization: auth.authorization },
+      });
       // 404: it expired first (its TTL), which is fine.
       if (r.status !== 200 && r.status !== 404) error(`intervention_delete_${r.status}`);
       else await r.text();
@@ -241,10 +249,11 @@ await Promise.all([...Array.from({ length: STREAMS }, streamSlot), probe(), inte
 for (const ws of subscribers) ws.terminate();
 
 // ---------------------------------------------------------------- after
+const metrics = await (await fetch(`${url}/metrics`)).text();
+await agent.close();
 await sleep(5000);
 const rssAfter = rssMiB(child.pid!);
 const socketsEnd = openSockets(child.pid!);
-const metrics = await (await fetch(`${url}/metrics`)).text();
 const dropped = [...metrics.matchAll(/^llm_ws_events_dropped_total\{[^}]*\} (\S+)$/gm)].reduce(
   (n, m) => n + Number(m[1]),
   0,

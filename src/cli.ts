@@ -94,7 +94,7 @@ const COMMANDS: Record<string, Command> = {
     summary: 'run the OpenAI-compatible sidecar server with confidence telemetry',
     usage:
       'serve [--model DIR] [--host H] [--port 8080] [--catalogue FILE] [--device D] [--max-concurrency N] ' +
-      '[--max-queue N] [--served-model-name NAME]',
+      '[--max-queue N] [--served-model-name NAME] [--metrics-token T] [--stream-idle-timeout S]',
     options: {
       ...COMMON,
       host: { type: 'string', default: '127.0.0.1' },
@@ -102,6 +102,10 @@ const COMMANDS: Record<string, Command> = {
       'max-concurrency': { type: 'string', default: '4' },
       'max-queue': { type: 'string', default: '64' },
       'served-model-name': { type: 'string' },
+      // Default: $CONFIDENCE_SIDECAR_METRICS_TOKEN; unset = /metrics takes the API key (if any).
+      'metrics-token': { type: 'string' },
+      // Seconds a streaming client may read nothing before its generation is aborted.
+      'stream-idle-timeout': { type: 'string', default: '30' },
     },
     run: runServe,
   },

@@ -22,6 +22,10 @@ export interface ServeOptions {
   adminToken?: string | null;
   /** Default: $CONFIDENCE_SIDECAR_API_KEY; unset = the inference routes are open. */
   apiKey?: string | null;
+  /** Default: $CONFIDENCE_SIDECAR_METRICS_TOKEN; unset = /metrics takes the API key, if any. */
+  metricsToken?: string | null;
+  /** A streaming client that reads nothing this long is dropped (default 30 s). */
+  streamIdleTimeoutMs?: number;
   maxConcurrency: number;
   maxQueue: number;
   /** pino level (default "info"). */
@@ -70,6 +74,7 @@ export async function serve(opts: ServeOptions): Promise<void> {
   const env = opts.env ?? process.env;
   const adminToken = secret(opts.adminToken, env.CONFIDENCE_SIDECAR_ADMIN_TOKEN);
   const apiKey = secret(opts.apiKey, env.CONFIDENCE_SIDECAR_API_KEY);
+  const metricsToken = secret(opts.metricsToken, env.CONFIDENCE_SIDECAR_METRICS_TOKEN);
 
   let loadedModel: LoadedModel | null = null;
   const loaded = opts.load().then((m) => (loadedModel = m));
@@ -86,6 +91,8 @@ export async function serve(opts: ServeOptions): Promise<void> {
       }),
     adminToken,
     apiKey,
+    metricsToken,
+    ...(opts.streamIdleTimeoutMs !== undefined ? { streamIdleTimeoutMs: opts.streamIdleTimeoutMs } : {}),
     maxConcurrency: opts.maxConcurrency,
     maxQueue: opts.maxQueue,
     logger: { level: opts.logLevel ?? 'info' },
