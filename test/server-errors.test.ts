@@ -207,6 +207,29 @@ describe('bad input', () => {
         'invalid_value',
         'interventions[0].mode',
       ],
+      // Issue 11: every numeric field is bounded in the schema.
+      [
+        'an intervention value beyond float32',
+        () => ({ body: { ...good(), interventions: [{ neuron: '1.1', mode: 'add', value: 1e39 }] } }),
+        400,
+        'invalid_value',
+        'interventions[0].value',
+      ],
+      [
+        'seed beyond a safe integer',
+        () => ({ body: { ...good(), seed: 1e300 } }),
+        400,
+        'invalid_value',
+        'seed',
+      ],
+      ['top_k beyond int32', () => ({ body: { ...good(), top_k: 1e12 } }), 400, 'invalid_value', 'top_k'],
+      [
+        'chat: max_completion_tokens beyond int32',
+        () => ({ url: 'chat', body: { ...goodChat(), max_completion_tokens: 1e20 } }),
+        400,
+        'invalid_value',
+        'max_completion_tokens',
+      ],
       [
         'chat: tools',
         () => ({

@@ -203,7 +203,9 @@ describe('interventions API', () => {
     expect(iv.request_id).toBe('scoped-1');
     const other = (await postJson(`${s.url}/v1/completions`, body, { 'x-request-id': 'someone-else' })).body;
     expect(other.choices[0].confidence.interventions).toEqual([touchedBy([]), touchedBy([])]);
-    const mine = (await postJson(`${s.url}/v1/completions`, body, { 'x-request-id': 'scoped-1' })).body;
+    // Claiming an admin-registered request-scoped intervention takes the admin token (issue 11).
+    const mine = (await postJson(`${s.url}/v1/completions`, body, { 'x-request-id': 'scoped-1', ...auth }))
+      .body;
     expect(mine.choices[0].confidence.entropy_neurons[neuron]).toEqual([-4, -4]);
     expect((await call(ivs, 'GET')).body.data).toEqual([]);
   });

@@ -69,6 +69,21 @@ export const SERVE_FLAGS: Flag[] = [
     help: 'live interventions at most, every source counted (then 429)',
   },
   {
+    name: 'metrics-token',
+    type: 'string',
+    env: envOf('metrics-token'),
+    help: 'bearer token /metrics requires; unset: the API key when one is set, else open',
+  },
+  {
+    name: 'stream-idle-timeout',
+    type: 'number',
+    min: 0,
+    exclusiveMin: true,
+    default: 30,
+    env: envOf('stream-idle-timeout'),
+    help: 'seconds a streaming client may read nothing before its generation is aborted',
+  },
+  {
     name: 'max-n',
     type: 'integer',
     min: 1,
@@ -113,6 +128,7 @@ export async function runServe(values: Record<string, unknown>): Promise<void> {
   const port = numberFlag(values, 'port', { min: 0, max: 65535, integer: true })!;
   const maxConcurrency = numberFlag(values, 'max-concurrency', { min: 1, integer: true })!;
   const maxQueue = numberFlag(values, 'max-queue', { min: 0, integer: true })!;
+  const idleS = numberFlag(values, 'stream-idle-timeout', { min: 0, exclusiveMin: true }) ?? 30;
   await serve({
     host: values.host as string,
     port,
@@ -121,6 +137,8 @@ export async function runServe(values: Record<string, unknown>): Promise<void> {
     interventionsFile: (values.interventions as string | undefined) ?? null,
     stateDir: (values['state-dir'] as string | undefined) ?? null,
     maxN: numberFlag(values, 'max-n', { min: 1, integer: true }) ?? DEFAULT_MAX_N,
+    streamIdleTimeoutMs: idleS * 1000,
+    ...(values['metrics-token'] !== undefined ? { metricsToken: values['metrics-token'] as string } : {}),
     unknownFields: (values['unknown-fields'] as UnknownFields | undefined) ?? 'reject',
     load: async () => {
       const { engine, registry, source, catalogue } = await setupEngine(values, {

@@ -7,6 +7,14 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 import { ModelLoadError } from '../errors.ts';
+import {
+  splitAtSpecialTokens,
+  wrapLike,
+  type PromptSegment,
+  type SpecialMatcher,
+} from './prompt-segments.ts';
+
+export type { PromptSegment } from './prompt-segments.ts';
 
 export interface EncodeOptions {
   /** Add the BOS/EOS/template tokens the tokenizer adds around a text (default true). */
@@ -57,13 +65,22 @@ export class Tokenizer {
   private readonly specialIds: Set<number>;
   private readonly tokenToBytes: (token: string) => Uint8Array;
   private readonly utf8 = new TextDecoder('utf-8');
+  /** The same tokenizer without its special added tokens: it reads "</s>" as the text it is. */
+  private readonly plainInner: HfTokenizer;
+  /** Special tokens with the whitespace handling their added_tokens entry asks for. */
+  private readonly specialMatch: SpecialMatcher[];
+  /** The model folder, when loaded from one (a tokenizer worker thread loads its own copy). */
+  dir: string | null = null;
+  private longestToken: number | null = null;
 
   private constructor(
     private readonly inner: HfTokenizer,
     tokenizerJson: Json,
     config: Json,
     chatTemplate: string | null,
+    plainInner: HfTokenizer,
   ) {
+    this.plainInner = plainInner;
     this.vocabSize = inner.model!.vocab.length;
     this.specialTokens = [...inner.get_added_tokens_decoder().values()]
       .filter((t) => t.special)
@@ -79,6 +96,11 @@ export class Tokenizer {
     this.cleanUpSpaces = config.clean_up_tokenization_spaces === true;
     this.chatTemplate = chatTemplate;
     this.tokenToBytes = tokenBytesReader(tokenizerJson);
+    const added = (Array.isArray(tokenizerJson.added_tokens) ? tokenizerJson.added_tokens : []) as Json[];
+    this.specialMatch = this.specialTokens.map((t) => {
+      const entry = added.find((a) => a.id === t.id);
+      return { ...t, lstrip: entry?.lstrip === true, rstrip: entry?.rstrip === true };
+    });
   }
 
   /** Loads dir/tokenizer.json and, when present, dir/tokenizer_config.json. */
@@ -89,7 +111,9 @@ export class Tokenizer {
     const tokenizerJson = readJsonObject(file);
     const configFile = join(dir, 'tokenizer_config.json');
     const config = existsSync(configFile) ? readJsonObject(configFile) : {};
-    return Tokenizer.fromJson(tokenizerJson, config, file, chatTemplateOf(dir, config));
+    const tokenizer = Tokenizer.fromJson(tokenizerJson, config, file, chatTemplateOf(dir, config));
+    tokenizer.dir = dir;
+    return tokenizer;
   }
 
   /** Builds a tokenizer from already parsed files; `source` names the tokenizer.json in errors. */
@@ -103,6 +127,7 @@ export class Tokenizer {
       throw new ModelLoadError(source, 'not a Hugging Face tokenizer.json: it has no "model" section');
     }
     let inner: HfTokenizer;
+    let plainInner: HfTokenizer;
     try {
       // The library reads optional sections as present-or-null; older files simply omit them.
       const complete = {
@@ -114,12 +139,51 @@ export class Tokenizer {
         ...tokenizerJson,
       };
       inner = new HfTokenizer(complete, config);
+      const added = complete.added_tokens as Json[];
+      const ordinary = added.filter((t) => t.special !== true);
+      plainInner =
+        ordinary.length === added.length
+          ? inner
+          : new HfTokenizer({ ...complete, added_tokens: ordinary }, config);
     } catch (e) {
       throw new ModelLoadError(source, `cannot be used as a tokenizer (${(e as Error).message})`);
     }
     if (!inner.model || inner.model.vocab.length === 0)
       throw new ModelLoadError(source, 'the tokenizer has an empty vocabulary');
-    return new Tokenizer(inner, tokenizerJson, config, chatTemplate);
+    return new Tokenizer(inner, tokenizerJson, config, chatTemplate, plainInner);
+  }
+
+  /**
+   * Encodes a prompt made of template markup and user text. Special tokens are recognised only
+   * in non-plain segments; a user who writes "</s><s>" gets the tokens of that text, never a real
+   * end of sequence. Text without special tokens encodes exactly as encode() would encode the
+   * concatenation: only the spans between special tokens are tokenized, as the library does.
+   */
+  encodeSegments(
+    segments: readonly PromptSegment[],
+    { addSpecialTokens = true }: EncodeOptions = {},
+  ): number[] {
+    const ids = splitAtSpecialTokens(segments, this.specialMatch).flatMap((p) =>
+      'id' in p ? [p.id] : this.plainInner.encode(p.text, { add_special_tokens: false }).ids,
+    );
+    return addSpecialTokens ? this.withSpecialTokens(ids) : ids;
+  }
+
+  /** Upper bound on a token's UTF-8 bytes (3 per UTF-16 unit of the longest entry): a cheap scan. */
+  maxTokenBytes(): number {
+    if (this.longestToken === null) {
+      let longest = 1;
+      for (const piece of this.inner.model!.vocab)
+        if (piece && piece.length > longest) longest = piece.length;
+      this.longestToken = 3 * longest;
+    }
+    return this.longestToken;
+  }
+
+  /** ids (encoded without special tokens) with the BOS/EOS encode() would put around them. */
+  private withSpecialTokens(ids: number[]): number[] {
+    const probe = 'a';
+    return wrapLike(this.inner.encode(probe, { add_special_tokens: false }).ids, this.encode(probe), ids);
   }
 
   encode(text: string, { addSpecialTokens = true }: EncodeOptions = {}): number[] {

@@ -5,10 +5,12 @@
 
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
 import Fastify, {
   LogController,
   type FastifyBaseLogger,
   type FastifyInstance,
+  type FastifyReply,
   type FastifyServerOptions,
   type onRequestHookHandler,
 } from 'fastify';
@@ -16,7 +18,10 @@ import type { Catalogue } from '../monitor/catalogue.ts';
 import type { InterventionRegistry, StoredIntervention } from '../monitor/interventions.ts';
 import { makeTokenCheck } from './auth.ts';
 import { ChatFormatter } from './chat-template.ts';
-import { ApiError, toApiError } from './errors.ts';
+import { ApiError, echo, toApiError } from './errors.ts';
+import { expireOnTime } from './expiry.ts';
+import { answerExpectation, clientErrorHandler, refuseSocket, serveUpgradeAsRequest } from './http-edge.ts';
+import { REDACTED_LOG_PATHS, redactUrl, serializeRequest } from './redact.ts';
 import { auditIntervention } from './routes/audit.ts';
 import { registerChatRoutes } from './routes/chat.ts';
 import { registerCompletionRoutes } from './routes/completions.ts';
@@ -29,7 +34,8 @@ import { registerInterventionRoutes } from './routes/interventions.ts';
 import { registerModelRoutes } from './routes/models.ts';
 import { registerNeuronRoutes } from './routes/neurons.ts';
 import { Scheduler } from './scheduler.ts';
-import type { Endpoint } from './telemetry/index.ts';
+import { createPromptEncoder } from './tokenize/prompt-encoder.ts';
+import { MONITOR_STREAM_PATH, type Endpoint } from './telemetry/index.ts';
 
 export type { ServerEngine, ServerTelemetry } from './routes/context.ts';
 
@@ -59,6 +65,18 @@ export interface BuildServerOptions {
   maxN?: number;
   /** Unknown request fields: 'reject' (default, a 400 naming the field) or 'ignore' (warn, count, drop). */
   unknownFields?: UnknownFields;
+  /**
+   * Bearer token /metrics requires. Absent: /metrics takes the API key when one is set (it
+   * carries the neuron catalogue, as /v1/neurons does), and is open when neither is set.
+   */
+  metricsToken?: string | null;
+  /**
+   * A streaming client that reads nothing for this long is dropped and its generation aborted
+   * (default 30 s); meanwhile its sequence is not decoded further.
+   */
+  streamIdleTimeoutMs?: number;
+  /** Tokenizer worker threads (default 1); 0 tokenizes on the main thread. */
+  tokenizerWorkers?: number;
 }
 
 declare module 'fastify' {
@@ -77,6 +95,9 @@ const FINAL_FLUSH_MS = 1000;
 const ABORT_WAIT_MS = 5000;
 /** How often shutdown checks whether the generations in flight have ended. */
 const DRAIN_POLL_MS = 25;
+
+/** How much a tokenizer's normalizer may shrink text, at most (see maxPromptBytes). */
+const NORMALIZER_SLACK = 4;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -99,6 +120,20 @@ function isLogger(l: unknown): l is FastifyBaseLogger {
   return typeof l === 'object' && l !== null && typeof (l as FastifyBaseLogger).child === 'function';
 }
 
+/** fastify logger options with credentials redacted and request URLs bounded. */
+function loggerOptions(logger: BuildServerOptions['logger']): Record<string, unknown> {
+  if (isLogger(logger)) return { loggerInstance: logger };
+  if (!logger) return { logger: false };
+  const given = logger === true ? {} : (logger as Record<string, unknown>);
+  return {
+    logger: {
+      ...given,
+      redact: { paths: REDACTED_LOG_PATHS, censor: '[REDACTED]' },
+      serializers: { req: serializeRequest, ...((given.serializers as object) ?? {}) },
+    },
+  };
+}
+
 const resolve = <T>(v: FromEngine<T>, engine: ServerEngine): T =>
   typeof v === 'function' ? (v as (e: ServerEngine) => T)(engine) : v;
 
@@ -116,9 +151,16 @@ function rejection(e: ApiError): 'unauthorized' | 'rejected_queue_full' | 'inval
 }
 
 export function buildServer(opts: BuildServerOptions): FastifyInstance {
-  const logging = isLogger(opts.logger) ? { loggerInstance: opts.logger } : { logger: opts.logger ?? false };
   const app = Fastify({
-    ...logging,
+    ...loggerOptions(opts.logger),
+    // Node's parser errors (bad Content-Length, 431, ...) and router errors (bad percent-encoding)
+    // answer in the error shape like every other refusal.
+    clientErrorHandler,
+    frameworkErrors: (err, request, reply) => {
+      const e = toApiError(err);
+      request.log.info({ error: { code: e.code, message: e.message } }, 'request refused');
+      void (reply as FastifyReply).code(e.status).headers(e.headers).send(e.toBody());
+    },
     bodyLimit: opts.bodyLimit ?? 1024 * 1024,
     genReqId: (req: IncomingMessage) => {
       const sent = req.headers['x-request-id'];
@@ -144,6 +186,7 @@ export function buildServer(opts: BuildServerOptions): FastifyInstance {
   let closing = false;
   let flushTimer: NodeJS.Timeout | undefined;
   let unwire: (() => void) | null = null;
+  let hubAttached = false;
 
   const scheduler = new Scheduler({
     maxConcurrency: opts.maxConcurrency,
@@ -163,6 +206,10 @@ export function buildServer(opts: BuildServerOptions): FastifyInstance {
     };
   };
   const adminCheck = makeTokenCheck(opts.adminToken ?? null);
+  // The admin token is a superset of the API key: an operator may call the inference routes with it
+  // (and must, to claim request-scoped interventions it registered; see routes/generation.ts).
+  const apiKeyCheck = makeTokenCheck(opts.apiKey ?? null);
+  const metricsSecret = opts.metricsToken ?? opts.apiKey ?? null;
 
   const ctx: ServerContext = {
     ready() {
@@ -176,10 +223,20 @@ export function buildServer(opts: BuildServerOptions): FastifyInstance {
     telemetry: () => services?.telemetry ?? null,
     scheduler,
     generations: new Map(),
-    requireApiKey: bearer(opts.apiKey ?? null, 'API key'),
+    requireApiKey: async (request, reply) => {
+      if (apiKeyCheck(request.headers) || (opts.adminToken && adminCheck(request.headers))) return;
+      reply.header('www-authenticate', 'Bearer');
+      throw new ApiError(
+        'invalid_api_key',
+        'Missing or incorrect API key: send it as "Authorization: Bearer <token>".',
+      );
+    },
     requireAdmin: bearer(opts.adminToken ?? null, 'admin token'),
     maxN: opts.maxN ?? DEFAULT_MAX_N,
     unknownFields: opts.unknownFields ?? 'reject',
+    requireMetrics: bearer(metricsSecret, opts.metricsToken ? 'metrics token' : 'API key'),
+    isAdmin: (headers) => (opts.adminToken ? adminCheck(headers) : true),
+    streamIdleTimeoutMs: opts.streamIdleTimeoutMs ?? 30_000,
   };
 
   /** Registry changes reach telemetry (metrics gauge, monitor stream) whoever made them. */
@@ -191,7 +248,11 @@ export function buildServer(opts: BuildServerOptions): FastifyInstance {
       auditIntervention(app.log, 'expire', iv, 'ttl', null);
     };
     registry.on('created', created).on('removed', removed).on('expired', expired);
-    return () => registry.off('created', created).off('removed', removed).off('expired', expired);
+    const stopExpiry = expireOnTime(registry);
+    return () => {
+      stopExpiry();
+      registry.off('created', created).off('removed', removed).off('expired', expired);
+    };
   };
 
   const load = async (): Promise<void> => {
@@ -207,12 +268,26 @@ export function buildServer(opts: BuildServerOptions): FastifyInstance {
     });
     unwire = wireRegistry(registry, telemetry);
     // Browsers cannot set headers on a WebSocket upgrade, so the admin token may come as ?token=.
-    telemetry.attachWebSocket?.(app.server, (req) =>
-      adminCheck(req.headers, new URL(req.url ?? '/', 'http://localhost').searchParams.get('token')),
-    );
+    if (telemetry.attachWebSocket) {
+      // The hub's listener takes over upgrades (and serves the non-monitor ones as plain requests).
+      app.server.off('upgrade', earlyUpgrade);
+      hubAttached = true;
+      telemetry.attachWebSocket(app.server, (req) =>
+        adminCheck(req.headers, new URL(req.url ?? '/', 'http://localhost').searchParams.get('token')),
+      );
+    }
     telemetry.setQueue(scheduler.running, scheduler.waiting);
+    const encoder = createPromptEncoder(engine, opts.tokenizerWorkers ?? 1);
+    // Every token stands for at most maxTokenBytes bytes of text; normalizers can shrink text
+    // (NFKC folds a 3-byte fullwidth letter to 1 byte), hence the slack. The vocabulary scan
+    // runs on the first prompt long enough to need it.
+    let limit: number | null = null;
+    const maxPromptBytes = () => {
+      const longest = (limit ??= engine.tokenizer.maxTokenBytes?.() ?? Infinity);
+      return longest * engine.spec.maxPositions * NORMALIZER_SLACK;
+    };
     const catalogue = opts.catalogue === undefined ? null : resolve(opts.catalogue, engine);
-    services = { engine, registry, telemetry, chat, catalogue };
+    services = { engine, registry, telemetry, chat, catalogue, encoder, maxPromptBytes };
     app.log.info({ model: engine.modelId, catalogue: engine.catalogue }, 'model ready');
   };
   const modelReady = load().catch((e: Error) => {
@@ -222,6 +297,24 @@ export function buildServer(opts: BuildServerOptions): FastifyInstance {
   // Callers learn of a failed load from modelReady or /readyz; it must not crash the process here.
   modelReady.catch(() => undefined);
   app.decorate('modelReady', modelReady);
+
+  // Until the hub is attached (the model is loading; or a telemetry without a monitor stream),
+  // upgrades are answered here: the monitor stream says why it cannot open, every other path is
+  // served as the plain HTTP request it also is.
+  const earlyUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
+    const path = (req.url ?? '/').split('?')[0];
+    if (path !== MONITOR_STREAM_PATH) return serveUpgradeAsRequest(app.server, req, socket, head);
+    socket.on('error', () => socket.destroy());
+    try {
+      ctx.ready();
+      refuseSocket(socket, new ApiError('route_not_found', 'This server has no monitor stream.'));
+    } catch (e) {
+      refuseSocket(socket, toApiError(e));
+    }
+  };
+  app.server.on('upgrade', earlyUpgrade);
+  // Node answers an Expect it cannot meet with a bare 417.
+  app.server.on('checkExpectation', answerExpectation);
 
   // The API speaks JSON only; fastify's default text/plain parser would let a string through.
   app.removeContentTypeParser('text/plain');
@@ -243,11 +336,24 @@ export function buildServer(opts: BuildServerOptions): FastifyInstance {
   app.setNotFoundHandler((request, reply) => {
     const e = new ApiError(
       'route_not_found',
-      `Unknown route: ${request.method} ${request.url.split('?')[0]}`,
+      `Unknown route: ${echo(request.method, 16)} ${echo(redactUrl(request.url.split('?')[0]!))}`,
     );
     return reply.code(e.status).send(e.toBody());
   });
 
+  // Without an upgrade the monitor stream path is an HTTP GET: say what it needs (or why not yet).
+  app.get(MONITOR_STREAM_PATH, async () => {
+    ctx.ready();
+    if (!hubAttached) throw new ApiError('route_not_found', 'This server has no monitor stream.');
+    throw new ApiError(
+      'upgrade_required',
+      'GET /v1/monitor/stream is a WebSocket: send an Upgrade handshake.',
+      null,
+      {
+        upgrade: 'websocket',
+      },
+    );
+  });
   registerHealthRoutes(app, ctx);
   registerConsoleRoutes(app);
   registerModelRoutes(app, ctx);
@@ -276,6 +382,7 @@ export function buildServer(opts: BuildServerOptions): FastifyInstance {
   app.addHook('onClose', async () => {
     clearTimeout(flushTimer);
     unwire?.();
+    await services?.encoder.close();
   });
 
   return app;

@@ -6,7 +6,23 @@
 import { InvalidInputError, LimitExceededError, ManagedElsewhereError } from '../errors.ts';
 
 export type OpenAIErrorType =
-  'invalid_request_error' | 'authentication_error' | 'not_found_error' | 'rate_limit_error' | 'server_error';
+  | 'invalid_request_error'
+  | 'authentication_error'
+  | 'permission_error'
+  | 'not_found_error'
+  | 'rate_limit_error'
+  | 'server_error';
+
+/** Longest piece of client input echoed into a message (messages are also logged). */
+export const MAX_ECHO_CHARS = 200;
+/** Hard cap on any error message, whatever it echoes: a refusal must not be as large as the input. */
+const MAX_MESSAGE_CHARS = 2000;
+
+/** Client input as it may appear in a message or a log line: at most MAX_ECHO_CHARS of it. */
+export function echo(value: unknown, max = MAX_ECHO_CHARS): string {
+  const s = typeof value === 'string' ? value : String(JSON.stringify(value));
+  return s.length <= max ? s : `${s.slice(0, max)}... (${s.length} characters)`;
+}
 
 const CATALOGUE = {
   invalid_value: { status: 400, type: 'invalid_request_error' },
@@ -18,7 +34,19 @@ const CATALOGUE = {
   context_length_exceeded: { status: 400, type: 'invalid_request_error' },
   /** X-Request-Id of a generation still running: ids scope per-request interventions. */
   request_id_in_use: { status: 400, type: 'invalid_request_error' },
+  /** Node's HTTP parser refused the request (bad Content-Length, chunked encoding, ...). */
+  invalid_http_request: { status: 400, type: 'invalid_request_error' },
+  /** A generation request claimed request-scoped interventions without the admin token. */
+  permission_denied: { status: 403, type: 'permission_error' },
+  request_timeout: { status: 408, type: 'invalid_request_error' },
   request_too_large: { status: 413, type: 'invalid_request_error' },
+  uri_too_long: { status: 414, type: 'invalid_request_error' },
+  expectation_failed: { status: 417, type: 'invalid_request_error' },
+  /** A WebSocket handshake the ws library refused (bad key, version, Upgrade header). */
+  invalid_websocket_handshake: { status: 400, type: 'invalid_request_error' },
+  /** GET /v1/monitor/stream without a WebSocket handshake. */
+  upgrade_required: { status: 426, type: 'invalid_request_error' },
+  headers_too_large: { status: 431, type: 'invalid_request_error' },
   unsupported_media_type: { status: 415, type: 'invalid_request_error' },
   invalid_api_key: { status: 401, type: 'authentication_error' },
   model_not_found: { status: 404, type: 'not_found_error' },
@@ -28,6 +56,7 @@ const CATALOGUE = {
   /** The --max-interventions cap on live interventions. */
   too_many_interventions: { status: 429, type: 'rate_limit_error' },
   route_not_found: { status: 404, type: 'not_found_error' },
+  method_not_allowed: { status: 405, type: 'invalid_request_error' },
   rate_limit_exceeded: { status: 429, type: 'rate_limit_error' },
   model_not_ready: { status: 503, type: 'server_error' },
   /** Proxy mode: the upstream's neurons are out of reach, so interventions cannot apply. */
@@ -58,7 +87,7 @@ export class ApiError extends Error {
     /** Extra response headers (Retry-After on 429). */
     readonly headers: Record<string, string> = {},
   ) {
-    super(message);
+    super(echo(message, MAX_MESSAGE_CHARS));
     this.name = 'ApiError';
     this.status = CATALOGUE[code].status;
     this.type = CATALOGUE[code].type;
@@ -179,10 +208,16 @@ export function toApiError(err: unknown): ApiError {
       return new ApiError('unsupported_media_type', 'The request body must be application/json.');
     case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
       return new ApiError('invalid_value', 'The request body does not match its Content-Length.');
+    case 'FST_ERR_BAD_URL':
+      return new ApiError('invalid_value', 'The request URL is not valid (bad percent-encoding).');
+    case 'FST_ERR_CTP_BODY_TOO_LARGE_FOR_CONTENT_LENGTH':
+      return new ApiError('request_too_large', 'The request body is too large.');
   }
+  // The router refuses a path parameter over maxParamLength; the message would echo the URL.
+  if (e.statusCode === 414) return new ApiError('uri_too_long', 'The request URL is too long.');
   // Other client errors fastify raises (bad URL encoding, ...) keep their 4xx meaning.
   if (typeof e.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 500 && e.message) {
-    return new ApiError('invalid_value', e.message);
+    return new ApiError('invalid_value', echo(e.message));
   }
   return new ApiError('internal_error', 'The server had an error while processing your request.');
 }

@@ -8,6 +8,20 @@ import { Type, type Static, type TSchema } from '@sinclair/typebox';
 
 const Nullable = <T extends TSchema>(t: T) => Type.Union([t, Type.Null()]);
 
+// Every number has a range: JSON numbers reach 1.8e308, and a value past what the code does with
+// it (a Date, a float32 graph input, a sampler count) must be a 400, not a 500 or garbage output.
+
+/** The largest finite float32: intervention values go into float32 graph inputs. */
+export const FLOAT32_MAX = 3.4028234663852886e38;
+/** Longest TTL: about 31.7 years (a Date holds at most 8.64e15 ms). */
+export const MAX_TTL_S = 1e9;
+/** Counts (tokens, top_k): far above any context, well inside int32. */
+const MAX_COUNT = 2_147_483_647;
+
+const Float32Value = Type.Number({ minimum: -FLOAT32_MAX, maximum: FLOAT32_MAX });
+/** The neuron address LAYER.INDEX; the registry parses it. */
+const NeuronAddress = Type.String({ minLength: 1, maxLength: 32, description: 'LAYER.INDEX, e.g. "11.584"' });
+
 // ---------------------------------------------------------------- shared request parts
 
 export const InterventionMode = Type.Union([
@@ -20,15 +34,15 @@ export const InterventionMode = Type.Union([
 ]);
 
 /** target_entropy only: the neurons it drives (default: the catalogue's leading entropy neurons). */
-const TargetNeurons = Type.Array(Type.String({ minLength: 1 }), { minItems: 1, maxItems: 64 });
+const TargetNeurons = Type.Array(NeuronAddress, { minItems: 1, maxItems: 64 });
 
 /** Extension: an intervention that lives as long as the request that carries it. */
 export const RequestIntervention = Type.Object(
   {
-    neuron: Type.Optional(Type.String({ minLength: 1, description: 'LAYER.INDEX, e.g. "11.584"' })),
+    neuron: Type.Optional(NeuronAddress),
     neurons: Type.Optional(TargetNeurons),
     mode: InterventionMode,
-    value: Type.Optional(Type.Number()),
+    value: Type.Optional(Float32Value),
   },
   { additionalProperties: false },
 );
@@ -44,14 +58,16 @@ const StreamOptions = Nullable(
 
 /** Parameters both endpoints share, OpenAI's and ours. */
 const commonProperties = {
-  model: Type.String({ minLength: 1 }),
-  max_tokens: Type.Optional(Nullable(Type.Integer({ minimum: 1 }))),
+  model: Type.String({ minLength: 1, maxLength: 256 }),
+  max_tokens: Type.Optional(Nullable(Type.Integer({ minimum: 1, maximum: MAX_COUNT }))),
   temperature: Type.Optional(Nullable(Type.Number({ minimum: 0, maximum: 2 }))),
   top_p: Type.Optional(Nullable(Type.Number({ exclusiveMinimum: 0, maximum: 1 }))),
   stream: Type.Optional(Nullable(Type.Boolean())),
   stream_options: Type.Optional(StreamOptions),
   stop: Type.Optional(StopParam),
-  seed: Type.Optional(Nullable(Type.Integer())),
+  seed: Type.Optional(
+    Nullable(Type.Integer({ minimum: Number.MIN_SAFE_INTEGER, maximum: Number.MAX_SAFE_INTEGER })),
+  ),
   /** OpenAI's end-user id for abuse monitoring: accepted for compatibility, no effect. */
   user: Type.Optional(Nullable(Type.String())),
   /** Choices to generate; the upper bound is the server's --max-n (checked in openai-params.ts). */
@@ -62,12 +78,12 @@ const commonProperties = {
   logit_bias: Type.Optional(Nullable(Type.Record(Type.String(), Type.Number()))),
   // vLLM's sampling extensions, spelled as vLLM spells them.
   /** Sample only among the k most likely tokens (0 = off), as vLLM and llama.cpp accept it. */
-  top_k: Type.Optional(Nullable(Type.Integer({ minimum: 0 }))),
+  top_k: Type.Optional(Nullable(Type.Integer({ minimum: 0, maximum: MAX_COUNT }))),
   min_p: Type.Optional(Nullable(Type.Number({ minimum: 0, maximum: 1 }))),
   repetition_penalty: Type.Optional(Nullable(Type.Number({ exclusiveMinimum: 0, maximum: 10 }))),
   stop_token_ids: Type.Optional(Nullable(Type.Array(Type.Integer({ minimum: 0 }), { maxItems: 64 }))),
   ignore_eos: Type.Optional(Nullable(Type.Boolean())),
-  min_tokens: Type.Optional(Nullable(Type.Integer({ minimum: 0 }))),
+  min_tokens: Type.Optional(Nullable(Type.Integer({ minimum: 0, maximum: MAX_COUNT }))),
   // Extensions of this server.
   interventions: Type.Optional(Nullable(Type.Array(RequestIntervention, { maxItems: 64 }))),
   confidence: Type.Optional(Nullable(Type.Boolean())),
@@ -81,8 +97,8 @@ export const CompletionRequest = Type.Object(
     prompt: Type.Union([
       Type.String(),
       Type.Array(Type.String(), { minItems: 1 }),
-      Type.Array(Type.Integer({ minimum: 0 }), { minItems: 1 }),
-      Type.Array(Type.Array(Type.Integer({ minimum: 0 })), { minItems: 1 }),
+      Type.Array(Type.Integer({ minimum: 0, maximum: MAX_COUNT }), { minItems: 1 }),
+      Type.Array(Type.Array(Type.Integer({ minimum: 0, maximum: MAX_COUNT })), { minItems: 1 }),
     ]),
     /** Legacy logprobs: how many alternatives per token (0 = only the chosen token's). */
     logprobs: Type.Optional(Nullable(Type.Integer({ minimum: 0, maximum: 5 }))),
@@ -122,7 +138,7 @@ export const ChatCompletionRequest = Type.Object(
   {
     ...commonProperties,
     messages: Type.Array(ChatMessageIn, { minItems: 1 }),
-    max_completion_tokens: Type.Optional(Nullable(Type.Integer({ minimum: 1 }))),
+    max_completion_tokens: Type.Optional(Nullable(Type.Integer({ minimum: 1, maximum: MAX_COUNT }))),
     logprobs: Type.Optional(Nullable(Type.Boolean())),
     top_logprobs: Type.Optional(Nullable(Type.Integer({ minimum: 0, maximum: 20 }))),
     response_format: Type.Optional(Type.Unknown()),
@@ -151,12 +167,13 @@ export type ChatCompletionRequest = Static<typeof ChatCompletionRequest>;
 
 export const CreateInterventionRequest = Type.Object(
   {
-    neuron: Type.Optional(Nullable(Type.String({ minLength: 1, description: 'LAYER.INDEX of a last-layer neuron' }))),
+    neuron: Type.Optional(Nullable(NeuronAddress)),
     neurons: Type.Optional(Nullable(TargetNeurons)),
     mode: InterventionMode,
-    value: Type.Optional(Nullable(Type.Number())),
-    ttl_s: Type.Optional(Nullable(Type.Number({ exclusiveMinimum: 0 }))),
-    request_id: Type.Optional(Nullable(Type.String({ minLength: 1 }))),
+    value: Type.Optional(Nullable(Float32Value)),
+    ttl_s: Type.Optional(Nullable(Type.Number({ exclusiveMinimum: 0, maximum: MAX_TTL_S }))),
+    /** The X-Request-Id it applies to: the same characters the server accepts in that header. */
+    request_id: Type.Optional(Nullable(Type.String({ pattern: '^[A-Za-z0-9._:-]{1,128}$' }))),
   },
   { additionalProperties: false },
 );

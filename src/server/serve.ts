@@ -27,6 +27,10 @@ export interface ServeOptions extends InterventionSourcesOptions {
   adminToken?: string | null;
   /** Default: $CONFIDENCE_SIDECAR_API_KEY; unset = the inference routes are open. */
   apiKey?: string | null;
+  /** Default: $CONFIDENCE_SIDECAR_METRICS_TOKEN; unset = /metrics takes the API key, if any. */
+  metricsToken?: string | null;
+  /** A streaming client that reads nothing this long is dropped (default 30 s). */
+  streamIdleTimeoutMs?: number;
   maxConcurrency: number;
   maxQueue: number;
   /** The most choices (n) per request; default DEFAULT_MAX_N. */
@@ -79,6 +83,7 @@ export async function serve(opts: ServeOptions): Promise<void> {
   const env = opts.env ?? process.env;
   const adminToken = secret(opts.adminToken, env.CONFIDENCE_SIDECAR_ADMIN_TOKEN);
   const apiKey = secret(opts.apiKey, env.CONFIDENCE_SIDECAR_API_KEY);
+  const metricsToken = secret(opts.metricsToken, env.CONFIDENCE_SIDECAR_METRICS_TOKEN);
 
   let loadedModel: LoadedModel | null = null;
   let sources = null as { close(): Promise<void> } | null;
@@ -101,6 +106,8 @@ export async function serve(opts: ServeOptions): Promise<void> {
       }),
     adminToken,
     apiKey,
+    metricsToken,
+    ...(opts.streamIdleTimeoutMs !== undefined ? { streamIdleTimeoutMs: opts.streamIdleTimeoutMs } : {}),
     maxConcurrency: opts.maxConcurrency,
     maxQueue: opts.maxQueue,
     ...(opts.maxN !== undefined ? { maxN: opts.maxN } : {}),

@@ -3,7 +3,7 @@
 
 import type { FastifyInstance } from 'fastify';
 import type { ChatMessage, ChatRole } from '../chat-template.ts';
-import { ApiError } from '../errors.ts';
+import { ApiError, echo } from '../errors.ts';
 import { ChatCompletionRequest, type ChatMessageIn } from '../schemas.ts';
 import type { ServerContext } from './context.ts';
 import { runGeneration } from './generation.ts';
@@ -12,6 +12,7 @@ import { chatShape } from './openai-format.ts';
 import {
   checkModel,
   choiceCount,
+  checkPromptBytes,
   completionBudget,
   rejectUnsupported,
   samplingParams,
@@ -35,13 +36,13 @@ function readMessage(m: ChatMessageIn, i: number): ChatMessage {
     if (m.role === 'tool' || m.role === 'function') {
       throw new ApiError(
         'unsupported_parameter',
-        `${at}.role: '${m.role}' messages are not supported (this server has no tools).`,
+        `${at}.role: '${echo(m.role)}' messages are not supported (this server has no tools).`,
         `${at}.role`,
       );
     }
     throw new ApiError(
       'invalid_value',
-      `${at}.role must be one of system, developer, user, assistant; got '${m.role}'.`,
+      `${at}.role must be one of system, developer, user, assistant; got '${echo(m.role)}'.`,
       `${at}.role`,
     );
   }
@@ -62,7 +63,7 @@ function readMessage(m: ChatMessageIn, i: number): ChatMessage {
         if (part.type !== 'text' || typeof part.text !== 'string') {
           throw new ApiError(
             'unsupported_parameter',
-            `${at}.content[${j}]: only {"type": "text", "text": ...} parts are supported, got type '${part.type}'.`,
+            `${at}.content[${j}]: only {"type": "text", "text": ...} parts are supported, got type '${echo(part.type)}'.`,
             `${at}.content[${j}].type`,
           );
         }
@@ -126,39 +127,55 @@ export function registerChatRoutes(app: FastifyInstance, ctx: ServerContext): vo
       const { stream, includeUsage } = streamFlags(body);
       const topLogprobs = requestedTopLogprobs(body);
       const { requested, param } = requestedMax(body);
-      const rendered = chat.render(body.messages.map(readMessage));
-      const promptIds = engine.encode(rendered.prompt, { addSpecialTokens: rendered.addSpecialTokens });
-      if (promptIds.length === 0)
-        throw new ApiError('invalid_value', "'messages' render to an empty prompt.", 'messages');
-      const maxTokens = completionBudget({
-        promptTokens: promptIds.length,
-        maxPositions: engine.spec.maxPositions,
-        requested,
-        // OpenAI's chat default: as long as the context allows.
-        defaultMax: Infinity,
-        promptParam: 'messages',
-        maxParam: param,
-      });
-      return runGeneration(ctx, services, request, reply, {
-        endpoint: 'chat_completions',
-        requestedModel: body.model,
-        promptIds,
-        params: samplingParams(body, maxTokens, topLogprobs ?? 0, engine.spec.vocabSize),
-        n: choiceCount(body.n, ctx.maxN),
-        stream,
-        includeUsage,
-        interventions: body.interventions ?? [],
-        shape: chatShape({
-          id: `chatcmpl-${request.id}`,
-          created: Math.floor(Date.now() / 1000),
-          model: engine.modelId,
-          includeUsage,
-          confidence: body.confidence === true,
-          topLogprobs,
-          tokenText: (id) => engine.tokenizer.tokenText(id),
-          tokenBytes: (id) => engine.tokenizer.tokenBytes(id),
-        }),
-      });
+      const messages = body.messages.map(readMessage);
+      checkPromptBytes(
+        messages.map((m) => m.content),
+        services.maxPromptBytes,
+        engine.spec.maxPositions,
+        'messages',
+      );
+      return runGeneration(
+        ctx,
+        services,
+        request,
+        reply,
+        { endpoint: 'chat_completions', interventions: body.interventions ?? [] },
+        async () => {
+          const rendered = chat.render(messages);
+          const promptIds = await services.encoder.encodeSegments(rendered.segments, {
+            addSpecialTokens: rendered.addSpecialTokens,
+          });
+          if (promptIds.length === 0)
+            throw new ApiError('invalid_value', "'messages' render to an empty prompt.", 'messages');
+          const maxTokens = completionBudget({
+            promptTokens: promptIds.length,
+            maxPositions: engine.spec.maxPositions,
+            requested,
+            // OpenAI's chat default: as long as the context allows.
+            defaultMax: Infinity,
+            promptParam: 'messages',
+            maxParam: param,
+          });
+          return {
+            requestedModel: body.model,
+            promptIds,
+            params: samplingParams(body, maxTokens, topLogprobs ?? 0, engine.spec.vocabSize),
+            n: choiceCount(body.n, ctx.maxN),
+            stream,
+            includeUsage,
+            shape: chatShape({
+              id: `chatcmpl-${request.id}`,
+              created: Math.floor(Date.now() / 1000),
+              model: engine.modelId,
+              includeUsage,
+              confidence: body.confidence === true,
+              topLogprobs,
+              tokenText: (id) => engine.tokenizer.tokenText(id),
+              tokenBytes: (id) => engine.tokenizer.tokenBytes(id),
+            }),
+          };
+        },
+      );
     },
   );
 }

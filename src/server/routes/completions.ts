@@ -5,6 +5,7 @@
 import type { FastifyInstance } from 'fastify';
 import { ApiError } from '../errors.ts';
 import { CompletionRequest } from '../schemas.ts';
+import type { PromptEncoder } from '../tokenize/prompt-encoder.ts';
 import type { ServerContext, ServerEngine } from './context.ts';
 import { runGeneration } from './generation.ts';
 import { unknownFieldsHooks } from './unknown-fields.ts';
@@ -12,6 +13,7 @@ import { completionShape } from './openai-format.ts';
 import {
   checkModel,
   choiceCount,
+  checkPromptBytes,
   completionBudget,
   rejectUnsupported,
   samplingParams,
@@ -38,12 +40,22 @@ function onlyOne<T>(list: T[]): T {
   return list[0]!;
 }
 
-function readPrompt(prompt: CompletionRequest['prompt'], engine: ServerEngine): Prompt {
+/** The prompt's text, or null when it is given as token ids; one prompt only. */
+function promptText(prompt: CompletionRequest['prompt']): string | null {
+  if (typeof prompt === 'string') return prompt;
+  return typeof prompt[0] === 'string' ? onlyOne(prompt as string[]) : null;
+}
+
+async function readPrompt(
+  prompt: CompletionRequest['prompt'],
+  text: string | null,
+  engine: ServerEngine,
+  encoder: PromptEncoder,
+): Promise<Prompt> {
   let ids: number[];
-  let text: string | null = null;
-  if (typeof prompt === 'string' || typeof prompt[0] === 'string') {
-    text = typeof prompt === 'string' ? prompt : onlyOne(prompt as string[]);
-    ids = engine.encode(text);
+  if (text !== null) {
+    // A completion prompt is the model's input verbatim: special tokens in it are meant.
+    ids = await encoder.encode(text, { addSpecialTokens: true });
   } else {
     ids = typeof prompt[0] === 'number' ? (prompt as number[]) : onlyOne(prompt as number[][]);
     const { vocabSize } = engine.spec;
@@ -85,40 +97,49 @@ export function registerCompletionRoutes(app: FastifyInstance, ctx: ServerContex
       checkModel(body.model, engine.modelId);
       rejectUnsupported(body);
       const { stream, includeUsage } = streamFlags(body);
-      const prompt = readPrompt(body.prompt, engine);
-      const maxTokens = completionBudget({
-        promptTokens: prompt.ids.length,
-        maxPositions: engine.spec.maxPositions,
-        requested: body.max_tokens ?? null,
-        defaultMax: DEFAULT_MAX_TOKENS,
-        promptParam: 'prompt',
-        maxParam: 'max_tokens',
-      });
+      const text = promptText(body.prompt);
+      if (text === null)
+        onlyOne(typeof body.prompt[0] === 'number' ? [body.prompt] : (body.prompt as number[][]));
+      else checkPromptBytes([text], services.maxPromptBytes, engine.spec.maxPositions, 'prompt');
       const logprobs = body.logprobs ?? null;
-      const params = samplingParams(body, maxTokens, logprobs ?? 0, engine.spec.vocabSize);
-      const n = choiceCount(body.n, ctx.maxN);
-      const echo = body.echo === true ? await echoPrompt(engine, prompt.ids, logprobs !== null) : null;
-      return runGeneration(ctx, services, request, reply, {
-        endpoint: 'completions',
-        requestedModel: body.model,
-        promptIds: prompt.ids,
-        params,
-        n,
-        stream,
-        includeUsage,
-        interventions: body.interventions ?? [],
-        shape: completionShape({
-          id: `cmpl-${request.id}`,
-          created: Math.floor(Date.now() / 1000),
-          model: engine.modelId,
-          includeUsage,
-          confidence: body.confidence === true,
-          logprobs,
-          promptText: prompt.text,
-          echo,
-          tokenText: (id) => engine.tokenizer.tokenText(id),
-        }),
-      });
+      return runGeneration(
+        ctx,
+        services,
+        request,
+        reply,
+        { endpoint: 'completions', interventions: body.interventions ?? [] },
+        async () => {
+          const prompt = await readPrompt(body.prompt, text, engine, services.encoder);
+          const maxTokens = completionBudget({
+            promptTokens: prompt.ids.length,
+            maxPositions: engine.spec.maxPositions,
+            requested: body.max_tokens ?? null,
+            defaultMax: DEFAULT_MAX_TOKENS,
+            promptParam: 'prompt',
+            maxParam: 'max_tokens',
+          });
+          const echo = body.echo === true ? await echoPrompt(engine, prompt.ids, logprobs !== null) : null;
+          return {
+            requestedModel: body.model,
+            promptIds: prompt.ids,
+            params: samplingParams(body, maxTokens, logprobs ?? 0, engine.spec.vocabSize),
+            n: choiceCount(body.n, ctx.maxN),
+            stream,
+            includeUsage,
+            shape: completionShape({
+              id: `cmpl-${request.id}`,
+              created: Math.floor(Date.now() / 1000),
+              model: engine.modelId,
+              includeUsage,
+              confidence: body.confidence === true,
+              logprobs,
+              promptText: prompt.text,
+              echo,
+              tokenText: (id) => engine.tokenizer.tokenText(id),
+            }),
+          };
+        },
+      );
     },
   );
 }

@@ -2,12 +2,14 @@
 // intervention registry, telemetry, chat formatter), the scheduler and the auth checks.
 // app.ts builds it; routes read it.
 
+import type { IncomingHttpHeaders } from 'node:http';
 import type { onRequestHookHandler } from 'fastify';
 import type { Engine } from '../../runtime/types.ts';
 import type { Tokenizer } from '../../model/tokenizer.ts';
 import type { Catalogue } from '../../monitor/catalogue.ts';
 import type { InterventionRegistry } from '../../monitor/interventions.ts';
 import type { ChatFormatter } from '../chat-template.ts';
+import type { PromptEncoder } from '../tokenize/prompt-encoder.ts';
 import type { Scheduler } from '../scheduler.ts';
 import type { Telemetry } from '../telemetry/index.ts';
 
@@ -24,7 +26,10 @@ export interface ServerEngine extends Engine {
   readonly tokenizer: Pick<
     Tokenizer,
     'tokenText' | 'tokenBytes' | 'chatTemplate' | 'bosTokenId' | 'eosTokenId' | 'specialTokens'
-  >;
+  > &
+    // A real tokenizer has these: its folder (tokenizer workers load it), markup-aware encoding,
+    // and the longest token (cheap context-length refusals before tokenizing).
+    Partial<Pick<Tokenizer, 'dir' | 'encodeSegments' | 'maxTokenBytes'>>;
 }
 
 /** The part of Telemetry (src/server/telemetry) the HTTP layer calls. */
@@ -42,6 +47,10 @@ export interface ReadyServices {
   chat: ChatFormatter;
   /** The full catalogue the watched set came from, when the loader had one (GET /v1/neurons). */
   catalogue?: Catalogue | null;
+  /** Prompt tokenization, off the main thread. */
+  encoder: PromptEncoder;
+  /** Bytes of prompt text beyond which it cannot fit the context, whatever it says; or Infinity. */
+  maxPromptBytes(): number;
 }
 
 export interface ServerContext {
@@ -59,6 +68,12 @@ export interface ServerContext {
   maxN: number;
   /** Request fields this server does not know: refused (400 naming the field) or dropped with a warning. */
   unknownFields: UnknownFields;
+  /** /metrics: the metrics token, else the API key, else open (see README, "Access"). */
+  requireMetrics: onRequestHookHandler;
+  /** Whether a request carries the admin token (true when the admin API is open). */
+  isAdmin(headers: IncomingHttpHeaders): boolean;
+  /** How long a streaming client may read nothing before its generation is aborted. */
+  streamIdleTimeoutMs: number;
 }
 
 export type UnknownFields = 'reject' | 'ignore';

@@ -19,9 +19,13 @@ import { openAIFinishReason, type ChoiceResult, type ResponseShape, type Usage }
 import { choiceParams } from './openai-params.ts';
 import { SseStream } from './sse.ts';
 
-/** Abort reasons: the client hung up, or the server is shutting down and the grace period ran out. */
+/**
+ * Abort reasons: the client hung up, the server is shutting down and the grace period ran out, or
+ * a streaming client read nothing for the idle limit.
+ */
 export const CLIENT_GONE = Symbol('client gone');
 export const SHUTDOWN = Symbol('shutdown');
+export const STALLED = Symbol('stalled');
 
 /** Seconds a client refused for a full queue is told to wait (Retry-After). */
 const RETRY_AFTER_S = 1;
@@ -40,14 +44,31 @@ export interface GenerationPlan {
   shape: ResponseShape;
 }
 
+/** What admission needs, known before the prompt is tokenized. */
+export type Admission = Pick<GenerationPlan, 'endpoint' | 'interventions'>;
+
+/**
+ * Admission first: the request-scoped checks, the request's interventions and a scheduler slot
+ * (or 429) come before `prepare` tokenizes the prompt, so a full server refuses a large prompt at
+ * once instead of after tokenizing it.
+ */
 export async function runGeneration(
   ctx: ServerContext,
   services: ReadyServices,
   request: FastifyRequest,
   reply: FastifyReply,
-  plan: GenerationPlan,
+  admission: Admission,
+  prepare: () => Promise<Omit<GenerationPlan, keyof Admission>>,
 ): Promise<unknown> {
   const requestId = request.id;
+  // Request-scoped interventions registered through the admin API bind to an id the admin chose;
+  // only a request carrying the admin token may claim them, or anyone who learns the id could.
+  if (services.registry.list().some((iv) => iv.requestId === requestId) && !ctx.isAdmin(request.headers)) {
+    throw new ApiError(
+      'permission_denied',
+      'Interventions are registered for this X-Request-Id; only a request with the admin token may claim them.',
+    );
+  }
   if (ctx.generations.has(requestId)) {
     throw new ApiError(
       'request_id_in_use',
@@ -63,11 +84,20 @@ export async function runGeneration(
   reply.raw.on('close', onClose);
   let release: Release | null = null;
   try {
-    registerRequestInterventions(services, request, plan.interventions);
+    registerRequestInterventions(services, request, admission.interventions);
+    const queuedAt = performance.now();
     try {
       release = await ctx.scheduler.acquire(controller.signal);
     } catch (e) {
-      if (!(e instanceof QueueFullError)) return clientGone(reply);
+      if (e === SHUTDOWN) {
+        throw new ApiError('server_shutting_down', 'The server shut down before this request was started.');
+      }
+      if (!(e instanceof QueueFullError)) {
+        // Counted and logged: a queue that clients give up on is a capacity problem to see.
+        services.telemetry.requestRejected(admission.endpoint, 'abandoned_in_queue');
+        request.log.info({ waited_ms: Math.round(performance.now() - queuedAt) }, 'client left while queued');
+        return clientGone(reply);
+      }
       throw new ApiError(
         'rate_limit_exceeded',
         `The server is at capacity (${e.running} generation(s) running, ${e.waiting} queued). Please retry after a brief wait.`,
@@ -75,7 +105,9 @@ export async function runGeneration(
         { 'retry-after': String(RETRY_AFTER_S) },
       );
     }
-    return await generate(services, request, reply, plan, controller.signal);
+    const plan: GenerationPlan = { ...admission, ...(await prepare()) };
+    if (controller.signal.aborted) return clientGone(reply);
+    return await generate(services, request, reply, plan, controller, ctx.streamIdleTimeoutMs);
   } finally {
     release?.();
     for (const iv of services.registry.clearRequest(requestId)) {
@@ -125,8 +157,10 @@ async function generate(
   request: FastifyRequest,
   reply: FastifyReply,
   plan: GenerationPlan,
-  signal: AbortSignal,
+  controller: AbortController,
+  idleTimeoutMs: number,
 ): Promise<unknown> {
+  const { signal } = controller;
   const requestId = request.id;
   const started = performance.now();
   const rt = telemetry.requestStarted({
@@ -182,9 +216,17 @@ async function generate(
     const drive = async (i: number): Promise<GenerationSummary> => {
       let step = first[i]!;
       while (!step.done) {
+        session.observe(step.value);
         rt.token(step.value);
         tokens[i]!.push(step.value);
         sse?.send(plan.shape.token(step.value, i));
+        // Backpressure: while the client is not reading, the next token is not asked for, so the
+        // engine pauses this sequence and memory holds at most the socket's buffers. A client that
+        // reads nothing for the idle limit is given up on.
+        if (sse && !(await sse.writable(idleTimeoutMs)) && !signal.aborted) {
+          request.log.info({ idle_ms: idleTimeoutMs }, 'streaming client stopped reading; generation aborted');
+          controller.abort(STALLED);
+        }
         step = await runs[i]!.next();
       }
       const s = step.value;
@@ -218,6 +260,7 @@ async function generate(
       sse.fail(e);
       return reply;
     }
+    if (signal.reason === STALLED) reply.raw.destroy();
     return sse ? reply : clientGone(reply);
   }
   rt.end(summary, 'success');

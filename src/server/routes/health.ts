@@ -1,7 +1,9 @@
 // Probes and metrics. /healthz: the process answers (liveness; 200 even while the model loads, so
 // a slow load is not mistaken for a hang). /readyz: the model is loaded and the server is not
 // shutting down (readiness: send traffic). /metrics: Prometheus text from the telemetry registry.
-// None of them requires a token: probes and scrapers run inside the deployment.
+// The probes require no token (kubelets send none). /metrics carries the neuron catalogue in its
+// labels, which /v1/neurons guards with the API key, so it is never more open than that: it takes
+// --metrics-token when set, else the API key when set, else it is open.
 
 import type { FastifyInstance } from 'fastify';
 import type { ServerContext } from './context.ts';
@@ -18,7 +20,7 @@ export function registerHealthRoutes(app: FastifyInstance, ctx: ServerContext): 
     }
   });
 
-  app.get('/metrics', async (_request, reply) => {
+  app.get('/metrics', { onRequest: ctx.requireMetrics }, async (_request, reply) => {
     const registry = ctx.telemetry()?.registry;
     if (!registry)
       return reply

@@ -5,7 +5,7 @@
 
 import type { LogitsParams } from '../../runtime/logits-processors.ts';
 import type { SamplingParams } from '../../runtime/types.ts';
-import { ApiError } from '../errors.ts';
+import { ApiError, echo } from '../errors.ts';
 
 type Body = Record<string, unknown>;
 
@@ -102,6 +102,29 @@ export function completionBudget(b: BudgetInput): number {
     );
   }
   return b.requested;
+}
+
+/**
+ * Refuses, before any tokenization, a prompt text too long to fit the context whatever its tokens
+ * (see ReadyServices.maxPromptBytes): the cheap admission check that keeps a megabyte prompt
+ * from costing seconds of tokenizer time only to be refused.
+ */
+export function checkPromptBytes(
+  texts: string[],
+  maxPromptBytes: () => number,
+  maxPositions: number,
+  param: string,
+): void {
+  const bytes = texts.reduce((n, t) => n + Buffer.byteLength(t, 'utf8'), 0);
+  // The limit is at least maxPositions * 4 bytes (a token holds >= 1 byte): shorter texts skip it.
+  if (bytes <= maxPositions * 4) return;
+  if (bytes > maxPromptBytes()) {
+    throw new ApiError(
+      'context_length_exceeded',
+      `This model's maximum context length is ${maxPositions} tokens. However, your prompt has ${bytes} bytes of text, which is more than that many tokens can hold. Please reduce the length of the prompt.`,
+      param,
+    );
+  }
 }
 
 export interface CommonSamplingInput {
@@ -230,7 +253,7 @@ export function checkModel(requested: string, served: string): void {
   if (requested !== served) {
     throw new ApiError(
       'model_not_found',
-      `The model '${requested}' does not exist. This server serves '${served}' (see GET /v1/models).`,
+      `The model '${echo(requested)}' does not exist. This server serves '${served}' (see GET /v1/models).`,
       'model',
     );
   }

@@ -3,8 +3,8 @@
 // error body (OpenAI's SDKs raise it), then the end of the stream.
 //
 // The events go through a PassThrough handed to reply.send(), so fastify still writes the headers
-// set on the reply (X-Request-Id), logs the response and ends it. Chunks are a few hundred bytes
-// a token at most tens of tokens a second, so no backpressure handling is needed.
+// set on the reply (X-Request-Id), logs the response and ends it. The PassThrough buffers
+// without limit once the socket backs up, so the producer asks writable() before the next token.
 
 import { PassThrough } from 'node:stream';
 import type { FastifyReply } from 'fastify';
@@ -26,6 +26,29 @@ export class SseStream {
   /** False once the client has gone (fastify destroys the stream when the socket closes). */
   get open(): boolean {
     return !this.stream.destroyed && !this.stream.writableEnded;
+  }
+
+  /**
+   * Resolves true once the stream can take more (at once unless the socket is backed up), false
+   * when the client read nothing for `timeoutMs` or went away.
+   */
+  writable(timeoutMs: number): Promise<boolean> {
+    const stream = this.stream;
+    if (!this.open) return Promise.resolve(false);
+    if (!stream.writableNeedDrain) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const done = (ok: boolean) => {
+        clearTimeout(timer);
+        stream.off('drain', onDrain);
+        stream.off('close', onClose);
+        resolve(ok);
+      };
+      const onDrain = () => done(true);
+      const onClose = () => done(false);
+      const timer = setTimeout(() => done(false), timeoutMs);
+      stream.on('drain', onDrain);
+      stream.on('close', onClose);
+    });
   }
 
   send(event: object): void {

@@ -93,6 +93,7 @@ export class Telemetry {
       onSubscriberCount: (n) => this.metrics.wsSubscribers.set({ model }, n),
       onDropped: (n) => this.metrics.wsEventsDropped.inc({ model }, n),
       now: clock.epochMs,
+      ...(opts.logger ? { log: (fields: object, msg: string) => opts.logger!.info(fields, msg) } : {}),
     });
     this.deps = {
       metrics: this.metrics,
@@ -126,7 +127,10 @@ export class Telemetry {
   }
 
   /** A request refused before generation (no span, no events): counts it by endpoint and outcome. */
-  requestRejected(endpoint: Endpoint, outcome: 'rejected_queue_full' | 'invalid' | 'unauthorized'): void {
+  requestRejected(
+    endpoint: Endpoint,
+    outcome: 'rejected_queue_full' | 'invalid' | 'unauthorized' | 'abandoned_in_queue',
+  ): void {
     this.metrics.requests.inc({ model: this.opts.model, endpoint, outcome });
   }
 

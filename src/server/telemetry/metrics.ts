@@ -7,6 +7,7 @@
 //   model     the served model id given at startup (never the client-supplied string)
 //   endpoint  'completions' | 'chat_completions'
 //   outcome   'success' | 'aborted' | 'error' | 'rejected_queue_full' | 'invalid' | 'unauthorized'
+//             | 'abandoned_in_queue' (the client hung up while waiting for a slot)
 //   neuron    a `LAYER.INDEX` address from the startup catalogue (others are ignored)
 //   role      'entropy' | 'frequency'
 //

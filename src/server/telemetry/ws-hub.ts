@@ -8,9 +8,11 @@
 // soon as its socket drains. Memory per subscriber is therefore bounded by the queue length plus the
 // high-water mark, whatever the client does.
 
-import { STATUS_CODES, type IncomingMessage, type Server } from 'node:http';
+import type { IncomingMessage, Server } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocket, WebSocketServer } from 'ws';
+import { ApiError } from '../errors.ts';
+import { refuseSocket, serveUpgradeAsRequest } from '../http-edge.ts';
 import type { DroppedEvent, MonitorEvent } from './events.ts';
 
 export const MONITOR_STREAM_PATH = '/v1/monitor/stream';
@@ -30,6 +32,8 @@ export interface WsHubOptions {
   onSubscriberCount(n: number): void;
   onDropped(n: number): void;
   now(): number;
+  /** Subscriptions opened and closed, for the log (the subscriber count alone says nothing of who). */
+  log?: (fields: object, msg: string) => void;
 }
 
 /** Fixed-capacity FIFO; pushing onto a full queue evicts the oldest element. */
@@ -140,21 +144,9 @@ function parseFilter(url: URL): SubscriberFilter {
   return f;
 }
 
-/** Answers a refused upgrade with a plain HTTP response (OpenAI error shape) and closes the socket. */
-function refuse(socket: Duplex, status: number, type: string, message: string): void {
-  const body = JSON.stringify({ error: { message, type, param: null, code: null } });
-  const headers = [
-    `HTTP/1.1 ${status} ${STATUS_CODES[status]}`,
-    'Connection: close',
-    'Content-Type: application/json',
-    `Content-Length: ${Buffer.byteLength(body)}`,
-  ];
-  if (status === 401) headers.push('WWW-Authenticate: Bearer');
-  socket.end(`${headers.join('\r\n')}\r\n\r\n${body}`);
-}
-
 export class WsHub {
   private readonly wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: 4096 });
+  private nextSubscriber = 1;
   private readonly subscribers = new Set<Subscriber>();
   private readonly attached: {
     server: Server;
@@ -166,6 +158,14 @@ export class WsHub {
     if (opts.bufferSize < 1 || !Number.isInteger(opts.bufferSize)) {
       throw new RangeError(`WebSocket buffer size must be a positive integer, got ${opts.bufferSize}`);
     }
+    // Handshakes ws refuses (bad key, version, method) answer in the error shape, not ws's plain text.
+    this.wss.on('wsClientError', (err: Error, socket: Duplex) => {
+      const e =
+        err.message === 'Invalid HTTP method'
+          ? new ApiError('method_not_allowed', 'The monitor stream accepts only GET.')
+          : new ApiError('invalid_websocket_handshake', `WebSocket handshake refused: ${err.message}.`);
+      refuseSocket(socket, e);
+    });
   }
 
   get subscriberCount(): number {
@@ -176,9 +176,9 @@ export class WsHub {
     const listener = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
       const url = new URL(req.url ?? '/', 'http://localhost');
       if (url.pathname !== MONITOR_STREAM_PATH) {
-        // Leave other paths to other upgrade handlers, if the server has any.
-        if (server.listenerCount('upgrade') === 1)
-          refuse(socket, 404, 'not_found_error', `No WebSocket endpoint at ${url.pathname}`);
+        // Leave other paths to other upgrade handlers, if the server has any; alone, serve them
+        // as the plain HTTP requests they also are.
+        if (server.listenerCount('upgrade') === 1) serveUpgradeAsRequest(server, req, socket, head);
         return;
       }
       let allowed = true;
@@ -189,10 +189,22 @@ export class WsHub {
         allowed = false;
       }
       if (!allowed) {
-        refuse(socket, 401, 'authentication_error', 'Missing or invalid bearer token');
+        this.opts.log?.(
+          { path: url.pathname, remote: req.socket.remoteAddress },
+          'monitor subscription refused',
+        );
+        refuseSocket(
+          socket,
+          new ApiError(
+            'invalid_api_key',
+            'Missing or incorrect admin token: send "Authorization: Bearer <token>" or ?token=.',
+          ),
+        );
         return;
       }
-      this.wss.handleUpgrade(req, socket, head, (ws) => this.add(ws, parseFilter(url)));
+      this.wss.handleUpgrade(req, socket, head, (ws) =>
+        this.add(ws, parseFilter(url), req.socket.remoteAddress ?? null),
+      );
     };
     server.on('upgrade', listener);
     this.attached.push({ server, listener });
@@ -235,18 +247,28 @@ export class WsHub {
     await new Promise<void>((resolve) => this.wss.close(() => resolve()));
   }
 
-  private add(ws: WebSocket, filter: SubscriberFilter): void {
+  private add(ws: WebSocket, filter: SubscriberFilter, remote: string | null): void {
     const sub = new Subscriber(ws, filter, this.opts);
+    const subscriber = this.nextSubscriber++;
+    const opened = this.opts.now();
     this.subscribers.add(sub);
     this.opts.onSubscriberCount(this.subscribers.size);
+    this.opts.log?.(
+      { subscriber, remote, filter, subscribers: this.subscribers.size },
+      'monitor subscription opened',
+    );
     ws.on('pong', () => {
       sub.alive = true;
     });
     // Socket errors (a reset client) end the subscription; they are not the server's errors.
     ws.on('error', () => ws.terminate());
-    ws.on('close', () => {
+    ws.on('close', (code: number) => {
       sub.discard();
       if (this.subscribers.delete(sub)) this.opts.onSubscriberCount(this.subscribers.size);
+      this.opts.log?.(
+        { subscriber, code, duration_ms: this.opts.now() - opened, subscribers: this.subscribers.size },
+        'monitor subscription closed',
+      );
     });
   }
 
