@@ -70,8 +70,8 @@ async function bareLoop(session: ort.InferenceSession, spec: ModelSpec, prompt: 
     };
     if (hasKeep) feeds[IO.logitsToKeep] = int64([1], [1]);
     if (instrumented) {
-      feeds[IO.neuronScale] = new ort.Tensor('float32', scale, [spec.dMlp]);
-      feeds[IO.neuronShift] = new ort.Tensor('float32', shift, [spec.dMlp]);
+      feeds[IO.neuronScale] = new ort.Tensor('float32', scale, [1, spec.dMlp]);
+      feeds[IO.neuronShift] = new ort.Tensor('float32', shift, [1, spec.dMlp]);
     }
     const out = await session.run(feeds);
     for (let l = 0; l < spec.nLayers; l++) {

@@ -18,12 +18,13 @@ import {
   applyRope,
   attentionBias,
   linear,
+  builderEmitter,
   norm,
-  normScale,
   ropeTables,
   type RopeTables,
 } from './graph-ops.ts';
 import { ropeInverseFrequencies } from './rope.ts';
+import { finalNormScale, interveneRows } from '../onnx/last-layer-hook.ts';
 import { transpose, type DecoderWeights, type LayerWeights } from './weights.ts';
 
 export interface DecoderGraphOptions {
@@ -64,8 +65,8 @@ export function buildDecoderGraph(
   const logitsToKeep = g.input(IO.logitsToKeep, DataType.INT64, [1]);
   const intervention: [string, string] | null = opts.instrument
     ? [
-        g.input(IO.neuronScale, DataType.FLOAT, [spec.dMlp]),
-        g.input(IO.neuronShift, DataType.FLOAT, [spec.dMlp]),
+        g.input(IO.neuronScale, DataType.FLOAT, [BATCH, spec.dMlp]),
+        g.input(IO.neuronShift, DataType.FLOAT, [BATCH, spec.dMlp]),
       ]
     : null;
 
@@ -98,7 +99,7 @@ export function buildDecoderGraph(
     x = decoderLayer(g, shared, l, w.layers[l]!, x, past[l]!, residualOut);
   }
 
-  if (opts.instrument) normScale(g, x, spec.normType, spec.normEps, IO.finalNormScale);
+  if (opts.instrument) finalNormScale(builderEmitter(g), x, spec.normType, spec.normEps, IO.finalNormScale);
   // Slice BEFORE the final norm and the [d, vocab] MatMul: during decoding only the last row
   // is needed, and the unembedding is the largest MatMul of small models. keep = 0 slices from
   // -0 = 0, i.e. keeps everything, which is also what logits_to_keep=0 means in transformers.
@@ -236,7 +237,7 @@ function mlp(g: GraphBuilder, s: Shared, l: number, w: LayerWeights, h: string):
   }
   if (s.intervention && l === s.spec.nLayers - 1) {
     const [scale, shift] = s.intervention;
-    act = g.node('Add', [g.node('Mul', [act, scale]), shift], {}, IO.mlpAct);
+    act = interveneRows(builderEmitter(g), act, scale, shift, IO.mlpAct);
   }
   return linear(g, act, w.mlpOut(), `${name}.out`, dMlp, d);
 }
