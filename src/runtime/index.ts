@@ -21,8 +21,20 @@ export interface EngineOptions {
   unigram?: string;
   modelId?: string;
   intraOpThreads?: number;
+  /** KV cache budget (MiB) for admission: default DEFAULT_KV_CACHE_MB. */
+  kvCacheMb?: number;
+  /** Most sequences decoded in one batch step: default DEFAULT_MAX_BATCH. */
+  maxBatch?: number;
+  /** Prompt tokens prefilled between two decode steps: default DEFAULT_MAX_PREFILL_TOKENS. */
+  maxPrefillTokens?: number;
   onWarning?: (message: string) => void;
 }
+
+/** 1 GiB: at GPT-2-small size (72 KiB per token) about 14k tokens of context across all sequences. */
+export const DEFAULT_KV_CACHE_MB = 1024;
+export const DEFAULT_MAX_BATCH = 16;
+/** One chunk of this size costs about as much as a few decode steps of a small model. */
+export const DEFAULT_MAX_PREFILL_TOKENS = 256;
 
 export async function resolveModelDir(model: string | undefined): Promise<string> {
   if (model) return model;
@@ -52,6 +64,9 @@ export async function createEngineFromSource(source: ModelSource, opts: EngineOp
       watchNeurons: watchedIndices(watched),
       logPFreq,
       intraOpThreads: opts.intraOpThreads,
+      kvCacheBytes: (opts.kvCacheMb ?? DEFAULT_KV_CACHE_MB) * 2 ** 20,
+      maxBatch: opts.maxBatch ?? DEFAULT_MAX_BATCH,
+      maxPrefillTokens: opts.maxPrefillTokens ?? DEFAULT_MAX_PREFILL_TOKENS,
     });
     if (init.warning) opts.onWarning?.(init.warning);
     return new OnnxEngine({
