@@ -241,7 +241,6 @@ export class BatchLoop {
       if (r.stopped || !r.own || r.toFeed.length <= 1) continue;
       const n = Math.min(budget, r.toFeed.length - 1);
       const tokens = r.toFeed.slice(0, n);
-      const { spec } = this.c;
       const feeds: Record<string, ort.Tensor> = {
         [IO.inputIds]: this.int64(tokens, [1, n]),
         [IO.attentionMask]: this.int64(new Array<number>(r.len + n).fill(1), [1, r.len + n]),

@@ -46,10 +46,10 @@ export class SeqStream {
       if (r) return r;
       if (this.error) throw this.error;
       if (signal?.aborted) return null;
-      await new Promise<void>((resolve) => {
-        this.waiter = resolve;
-        signal?.addEventListener('abort', () => this.notify(), { once: true });
-      });
+      const onAbort = () => this.notify();
+      signal?.addEventListener('abort', onAbort, { once: true });
+      await new Promise<void>((resolve) => (this.waiter = resolve));
+      signal?.removeEventListener('abort', onAbort);
     }
   }
 }
