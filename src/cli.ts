@@ -94,13 +94,17 @@ const COMMANDS: Record<string, Command> = {
     summary: 'run the OpenAI-compatible sidecar server with confidence telemetry',
     usage:
       'serve [--model DIR] [--host H] [--port 8080] [--catalogue FILE] [--device D] [--max-concurrency N] ' +
-      '[--max-queue N] [--served-model-name NAME]',
+      '[--max-queue N] [--served-model-name NAME] [--kv-cache-mb 1024] [--max-prefill-tokens 256] [--intra-op-threads N]',
     options: {
       ...COMMON,
       host: { type: 'string', default: '127.0.0.1' },
       port: { type: 'string', default: '8080' },
-      'max-concurrency': { type: 'string', default: '4' },
+      // Generations run batched (one forward pass per step for all of them): up to 16 share a step.
+      'max-concurrency': { type: 'string', default: '16' },
       'max-queue': { type: 'string', default: '64' },
+      'kv-cache-mb': { type: 'string' },
+      'max-prefill-tokens': { type: 'string' },
+      'intra-op-threads': { type: 'string' },
       'served-model-name': { type: 'string' },
     },
     run: runServe,
