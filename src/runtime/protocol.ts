@@ -8,6 +8,7 @@
 // token.
 
 import type { ModelSpec } from '../model/types.ts';
+import type { EngineStepStats } from './types.ts';
 
 export type Device = 'cpu' | 'cuda' | 'auto';
 
@@ -88,18 +89,7 @@ export interface StepResult {
   done: boolean;
 }
 
-export interface StepStats {
-  /** Sequences that advanced in this step. */
-  batch: number;
-  /** Bytes the KV caches hold now (padding included). */
-  kvBytes: number;
-  /** Bytes reserved by admitted sequences. */
-  kvReservedBytes: number;
-  running: number;
-  waiting: number;
-  /** Seconds inside session.run for this step. */
-  runS: number;
-}
+export type StepStats = EngineStepStats;
 
 /** Worker -> main events outside request/reply. */
 export type WorkerEvent =

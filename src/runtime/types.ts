@@ -74,6 +74,21 @@ export interface ScoringSession {
   close(): Promise<void>;
 }
 
+/** What one batch step of the engine did (for metrics). */
+export interface EngineStepStats {
+  /** Sequences that advanced in this step. */
+  batch: number;
+  /** Bytes the KV caches hold now (padding included). */
+  kvBytes: number;
+  /** Bytes reserved by admitted sequences (prompt + max_tokens each). */
+  kvReservedBytes: number;
+  /** Sequences admitted (holding KV cache) and waiting for admission. */
+  running: number;
+  waiting: number;
+  /** Seconds inside the forward pass. */
+  runS: number;
+}
+
 export interface Engine {
   readonly spec: ModelSpec;
   readonly modelId: string;
@@ -85,4 +100,6 @@ export interface Engine {
   encode(text: string, opts?: { addSpecialTokens?: boolean }): number[];
   decode(ids: number[]): string;
   close(): Promise<void>;
+  /** Calls `listener` after every batch step; returns the unsubscribe function. Optional. */
+  onStep?(listener: (s: EngineStepStats) => void): () => void;
 }

@@ -194,7 +194,13 @@ export function buildServer(opts: BuildServerOptions): FastifyInstance {
       bosToken: specialText(engine, engine.tokenizer.bosTokenId),
       eosToken: specialText(engine, engine.tokenizer.eosTokenId),
     });
-    unwire = wireRegistry(registry, telemetry);
+    const unwireRegistry = wireRegistry(registry, telemetry);
+    // Engine batch metrics (batch size, KV bytes, steps) straight from the engine's step events.
+    const offStep = engine.onStep?.((st) => telemetry.engineStep?.(st));
+    unwire = () => {
+      unwireRegistry();
+      offStep?.();
+    };
     // Browsers cannot set headers on a WebSocket upgrade, so the admin token may come as ?token=.
     telemetry.attachWebSocket?.(app.server, (req) =>
       adminCheck(req.headers, new URL(req.url ?? '/', 'http://localhost').searchParams.get('token')),

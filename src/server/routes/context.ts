@@ -33,7 +33,7 @@ export type ServerTelemetry = Pick<
   Telemetry,
   'setQueue' | 'requestRejected' | 'requestStarted' | 'interventionChanged'
 > &
-  Partial<Pick<Telemetry, 'registry' | 'attachWebSocket' | 'close'>>;
+  Partial<Pick<Telemetry, 'registry' | 'attachWebSocket' | 'close' | 'engineStep'>>;
 
 /** Everything that exists only once the model is loaded. */
 export interface ReadyServices {
