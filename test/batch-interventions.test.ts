@@ -53,6 +53,7 @@ function batchFeeds(s: Sources, session: ort.InferenceSession, prompts: number[]
     [IO.neuronScale]: new ort.Tensor('float32', scale ?? new Float32Array(B * spec.dMlp).fill(1), [B, spec.dMlp]),
     [IO.neuronShift]: new ort.Tensor('float32', shift ?? new Float32Array(B * spec.dMlp), [B, spec.dMlp]),
     use_cache_branch: new ort.Tensor('bool', [true], [1]),
+    [IO.unigramLogProb]: new ort.Tensor('float32', new Float32Array(spec.vocabSize), [spec.vocabSize]),
   };
   for (let l = 0; l < spec.nLayers; l++) {
     for (const name of [IO.pastKey(l), IO.pastValue(l)]) {

@@ -18,6 +18,7 @@ import { UserError } from '../errors.ts';
 import { rowSignals } from '../monitor/signals.ts';
 import { KvBatch, emptyOwn, type KvShape, type OwnKv, type RowSource } from './kv-batch.ts';
 import { Rng, sampleRow, type RowSampler } from './sampling.ts';
+import { SIGNAL_TOP_K } from '../model/onnx/last-layer-hook.ts';
 import type { IvUpdate, StartMessage, StepResult, StepStats, WorkerEvent } from './protocol.ts';
 
 /** Idle steps after which a row in the batch is moved out (its column costs compute). */
@@ -29,6 +30,8 @@ export interface LoopConfig {
   instrumented: boolean;
   watch: number[];
   logPFreq: Float32Array | null;
+  /** The graph's unigram_log_prob input: log p_freq, or zeros when unknown (KL then unused). */
+  unigram: ort.Tensor;
   kvCacheBytes: number;
   maxBatch: number;
   maxPrefillTokens: number;
@@ -251,7 +254,7 @@ export class BatchLoop {
         [IO.logitsToKeep]: this.int64([1], [1]),
       };
       for (let i = 0; i < this.shape.tensors; i++) feeds[pastName(i)] = r.own.tensors[i]!;
-      if (this.c.instrumented) Object.assign(feeds, this.ivFeeds(this.ivRows([r])));
+      if (this.c.instrumented) Object.assign(feeds, this.ivFeeds(this.ivRows([r])), { [IO.unigramLogProb]: this.c.unigram });
       const fetches = Array.from({ length: this.shape.tensors }, (_, i) => presentName(i));
       let out: ort.InferenceSession.OnnxValueMapType;
       try {
@@ -327,10 +330,15 @@ export class BatchLoop {
       [IO.logitsToKeep]: this.int64([1], [1]),
     };
     for (let i = 0; i < this.shape.tensors; i++) feeds[pastName(i)] = this.batch.past[i]!;
-    if (instrumented) Object.assign(feeds, this.ivFeeds(this.ivRows(rows)));
-    const fetches: string[] = [IO.logits];
+    if (instrumented) Object.assign(feeds, this.ivFeeds(this.ivRows(rows)), { [IO.unigramLogProb]: this.c.unigram });
+    // Greedy rows take token and signals from the graph's signal outputs; only sampled and
+    // teacher-forced rows (and top_logprobs beyond the graph's k) read their logits row.
+    const needsRow = (r: Row) =>
+      !instrumented || r.mode === 'score' || r.sampler.params.temperature > 0 || r.topLogprobs > SIGNAL_TOP_K;
+    const fetchLogits = rows.some((r, b) => active[b] && needsRow(r));
+    const fetches: string[] = fetchLogits ? [IO.logits] : [];
     for (let i = 0; i < this.shape.tensors; i++) fetches.push(presentName(i));
-    if (instrumented) fetches.push(IO.mlpAct, IO.finalNormScale);
+    if (instrumented) fetches.push(IO.mlpAct, IO.finalNormScale, ...SIGNAL_OUTPUTS);
     const t0 = performance.now();
     const out = await this.c.session.run(feeds, fetches);
     const runS = (performance.now() - t0) / 1000;
@@ -338,10 +346,6 @@ export class BatchLoop {
       Array.from({ length: this.shape.tensors }, (_, i) => out[presentName(i)]!),
       active,
     );
-    const V = spec.vocabSize;
-    const logits = out[IO.logits]!.data as Float32Array;
-    const act = instrumented ? (out[IO.mlpAct]!.data as Float32Array) : null;
-    const normScale = instrumented ? (out[IO.finalNormScale]!.data as Float32Array) : null;
     const results: StepResult[] = [];
     rows.forEach((r, b) => {
       if (!active[b]) {
@@ -350,33 +354,83 @@ export class BatchLoop {
       }
       r.idle = 0;
       r.len++;
-      const row = logits.subarray(b * V, (b + 1) * V);
-      const tokenId = r.mode === 'generate' ? sampleRow(row, r.sampler) : r.forced.shift()!;
-      const sig = rowSignals(row, { token: tokenId, topN: r.topLogprobs, logPFreq: this.c.logPFreq });
-      r.toFeed = [tokenId];
-      let done = false;
+      const res = instrumented ? this.rowFromGraph(out, r, b, needsRow(r)) : this.rowFromLogits(out, r, b);
+      r.toFeed = [res.tokenId];
       if (r.mode === 'generate') {
         r.produced++;
         r.credit--;
-        done = r.eos.has(tokenId) || r.produced >= r.maxTokens;
-        if (done) r.stopped = true;
+        res.done = r.eos.has(res.tokenId) || r.produced >= r.maxTokens;
+        if (res.done) r.stopped = true;
       }
-      results.push({
-        seqId: r.id,
-        tokenId,
-        logprob: sig.tokenLogprob,
-        entropy: sig.entropy,
-        top1Prob: sig.top1Prob,
-        normScale: normScale ? normScale[b]! : NaN,
-        watched: act ? this.c.watch.map((i) => act[b * spec.dMlp + i]!) : [],
-        unigramKl: sig.unigramKl,
-        topLogprobs: sig.top,
-        ivVersion: r.iv.version,
-        done,
-      });
+      results.push(res);
     });
     this.c.emit({ event: 'rows', results, stats: this.stats(results.length, runS) });
     return true;
+  }
+
+  /** The next token of row b: sampled, forced or (greedy) the graph's argmax. */
+  private pick(r: Row, row: Float32Array | null, argmax: number): number {
+    if (r.mode === 'score') return r.forced.shift()!;
+    return row ? sampleRow(row, r.sampler) : argmax;
+  }
+
+  private rowFromGraph(out: ort.InferenceSession.OnnxValueMapType, r: Row, b: number, readRow: boolean): StepResult {
+    const { spec } = this.c;
+    const f64 = (name: string) => out[name]!.data as Float64Array;
+    const topLp = f64(IO.topLogprobs);
+    const topIds = out[IO.topIds]!.data as BigInt64Array;
+    const k = out[IO.topLogprobs]!.dims[2]!;
+    const base = b * k;
+    const lse = f64(IO.logSumExp)[b]!;
+    const row = readRow ? (out[IO.logits]!.data as Float32Array).subarray(b * spec.vocabSize, (b + 1) * spec.vocabSize) : null;
+    const tokenId = this.pick(r, row, Number(topIds[base]!));
+    let topLogprobs: [number, number][];
+    if (r.topLogprobs <= k) {
+      topLogprobs = [];
+      for (let j = 0; j < r.topLogprobs; j++) topLogprobs.push([Number(topIds[base + j]!), topLp[base + j]!]);
+    } else {
+      topLogprobs = rowSignals(row!, { topN: r.topLogprobs }).top;
+    }
+    return {
+      ...this.neurons(out, b),
+      seqId: r.id,
+      tokenId,
+      logprob: row ? row[tokenId]! - lse : topLp[base]!,
+      entropy: f64(IO.entropy)[b]!,
+      top1Prob: Math.exp(topLp[base]!),
+      unigramKl: this.c.logPFreq ? f64(IO.unigramKl)[b]! : null,
+      topLogprobs,
+      ivVersion: r.iv.version,
+      done: false,
+    };
+  }
+
+  /** A graph without the instrumentation: signals from the logits row in JavaScript. */
+  private rowFromLogits(out: ort.InferenceSession.OnnxValueMapType, r: Row, b: number): StepResult {
+    const V = this.c.spec.vocabSize;
+    const row = (out[IO.logits]!.data as Float32Array).subarray(b * V, (b + 1) * V);
+    const first = rowSignals(row, { topN: 0 });
+    const tokenId = this.pick(r, r.sampler.params.temperature > 0 ? row : null, first.argmax);
+    const sig = rowSignals(row, { token: tokenId, topN: r.topLogprobs, logPFreq: this.c.logPFreq });
+    return {
+      normScale: NaN,
+      watched: [],
+      seqId: r.id,
+      tokenId,
+      logprob: sig.tokenLogprob,
+      entropy: sig.entropy,
+      top1Prob: sig.top1Prob,
+      unigramKl: sig.unigramKl,
+      topLogprobs: sig.top,
+      ivVersion: r.iv.version,
+      done: false,
+    };
+  }
+
+  private neurons(out: ort.InferenceSession.OnnxValueMapType, b: number): { normScale: number; watched: number[] } {
+    const d = this.c.spec.dMlp;
+    const act = out[IO.mlpAct]!.data as Float32Array;
+    return { normScale: (out[IO.finalNormScale]!.data as Float32Array)[b]!, watched: this.c.watch.map((i) => act[b * d + i]!) };
   }
 
   stats(batch: number, runS: number): StepStats {
@@ -404,6 +458,8 @@ export class BatchLoop {
     this.batch.rebuild([]);
   }
 }
+
+const SIGNAL_OUTPUTS = [IO.logSumExp, IO.entropy, IO.unigramKl, IO.topLogprobs, IO.topIds];
 
 /** Cache tensors in IO order: key then value of each layer. */
 function pastName(i: number): string {

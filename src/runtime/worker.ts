@@ -22,6 +22,7 @@ let instrumented = false;
 let identityScale: Float32Array;
 let identityShift: Float32Array;
 let loop: BatchLoop | null = null;
+let unigram: ort.Tensor;
 
 function emit(e: WorkerEvent): void {
   parentPort!.postMessage(e);
@@ -36,7 +37,9 @@ async function init(msg: InitMessage): Promise<InitResult> {
   instrumented = s.inputNames.includes(IO.neuronScale);
   identityScale = new Float32Array(spec.dMlp).fill(1);
   identityShift = new Float32Array(spec.dMlp);
+  unigram = new ort.Tensor('float32', logPFreq ?? new Float32Array(spec.vocabSize), [spec.vocabSize]);
   loop = new BatchLoop({
+    unigram,
     session: s,
     spec,
     instrumented,
@@ -90,6 +93,7 @@ async function forward(
     // Per-row interventions ([batch, d_mlp]); a whole-sequence pass is one row.
     feeds[IO.neuronScale] = new ort.Tensor('float32', scale ?? identityScale, [1, spec.dMlp]);
     feeds[IO.neuronShift] = new ort.Tensor('float32', shift ?? identityShift, [1, spec.dMlp]);
+    feeds[IO.unigramLogProb] = unigram;
   }
   // Fetch only what this call needs: every fetched output is copied out of native memory.
   const fetches: string[] = [IO.logits];

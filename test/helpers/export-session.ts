@@ -72,6 +72,7 @@ export function feedsFor(
     ]),
     [IO.neuronShift]: new ort.Tensor('float32', opts.shift ?? new Float32Array(spec.dMlp), [1, spec.dMlp]),
     use_cache_branch: new ort.Tensor('bool', [true], [1]),
+    [IO.unigramLogProb]: new ort.Tensor('float32', new Float32Array(spec.vocabSize), [spec.vocabSize]),
   };
   for (let l = 0; l < spec.nLayers; l++) {
     for (const name of [IO.pastKey(l), IO.pastValue(l)]) {

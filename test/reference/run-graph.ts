@@ -88,6 +88,7 @@ export class GraphRunner {
       };
       feeds[IO.neuronScale] = rows(req.scale ?? new Float32Array(spec.dMlp).fill(1));
       feeds[IO.neuronShift] = rows(req.shift ?? new Float32Array(spec.dMlp));
+      feeds[IO.unigramLogProb] = new ort.Tensor('float32', new Float32Array(spec.vocabSize), [spec.vocabSize]);
     }
     const out = await this.session.run(feeds);
     const f32 = (name: string) => (out[name] ? Float32Array.from(out[name].data as Float32Array) : undefined);

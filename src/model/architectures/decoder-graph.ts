@@ -24,7 +24,7 @@ import {
   type RopeTables,
 } from './graph-ops.ts';
 import { ropeInverseFrequencies } from './rope.ts';
-import { finalNormScale, interveneRows } from '../onnx/last-layer-hook.ts';
+import { finalNormScale, interveneRows, signalHead, SIGNAL_TOP_K } from '../onnx/last-layer-hook.ts';
 import { transpose, type DecoderWeights, type LayerWeights } from './weights.ts';
 
 export interface DecoderGraphOptions {
@@ -69,6 +69,7 @@ export function buildDecoderGraph(
         g.input(IO.neuronShift, DataType.FLOAT, [BATCH, spec.dMlp]),
       ]
     : null;
+  if (opts.instrument) g.input(IO.unigramLogProb, DataType.FLOAT, [V]);
 
   // Embeddings.
   let unembedding: string;
@@ -107,6 +108,7 @@ export function buildDecoderGraph(
   const kept = g.node('Slice', [x, start, g.int64([Number.MAX_SAFE_INTEGER]), g.int64([1])]);
   const normed = norm(g, kept, w.finalNorm(), spec.normType, spec.normEps, 'final_norm');
   g.node('MatMul', [normed, unembedding], {}, IO.logits);
+  if (opts.instrument) signalHead(builderEmitter(g), IO.logits, V, IO);
 
   g.output(IO.logits, DataType.FLOAT, [BATCH, 'logits_to_keep', V]);
   for (let l = 0; l <= last; l++) {
@@ -117,6 +119,10 @@ export function buildDecoderGraph(
     g.output(IO.mlpAct, DataType.FLOAT, [BATCH, SEQ, spec.dMlp]);
     g.output(IO.finalNormScale, DataType.FLOAT, [BATCH, SEQ]);
     g.output(IO.finalResidual, DataType.FLOAT, [BATCH, SEQ, d]);
+    for (const name of [IO.logSumExp, IO.entropy, IO.unigramKl]) g.output(name, DataType.DOUBLE, [BATCH, 'logits_to_keep', 1]);
+    const k = Math.min(SIGNAL_TOP_K, V);
+    g.output(IO.topLogprobs, DataType.DOUBLE, [BATCH, 'logits_to_keep', k]);
+    g.output(IO.topIds, DataType.INT64, [BATCH, 'logits_to_keep', k]);
   }
 }
 

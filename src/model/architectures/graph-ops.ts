@@ -50,7 +50,9 @@ export function norm(
  */
 export function builderEmitter(g: GraphBuilder): OpEmitter {
   return {
-    op: (opType, inputs, out) => g.node(opType, inputs, {}, out),
+    opset: 17,
+    op: (opType, inputs, out, attrs) => g.node(opType, inputs, attrs ?? {}, out),
+    opN: (opType, inputs, n, attrs, outs) => g.nodeN(opType, inputs, n, attrs ?? {}, outs),
     int64s: (values) => g.int64(values),
     float: (value) => g.float(value),
     reduceMeanLastAxis: (x, keepdims) => g.node('ReduceMean', [x], { axes: [-1], keepdims: keepdims ? 1 : 0 }),

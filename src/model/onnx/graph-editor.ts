@@ -2,7 +2,7 @@
 
 import { GraphIndex } from './graph-query.ts';
 import { AttrType, DataType, type AttributeProto, type GraphProto } from './proto.ts';
-import type { OpEmitter } from './last-layer-hook.ts';
+import type { HookAttrs, OpEmitter } from './last-layer-hook.ts';
 
 /** Adds nodes and constants under fresh names in the `instrument/` namespace. */
 export class GraphEditor {
@@ -36,20 +36,24 @@ export class GraphEditor {
     attributes: AttributeProto[] = [],
     output?: string,
   ): string {
-    const out = output ?? this.fresh(base);
-    this.taken.add(out);
+    return this.opN(opType, inputs, base, attributes, [output ?? this.fresh(base)])[0]!;
+  }
+
+  /** A node with several outputs, named `outputs`. */
+  opN(opType: string, inputs: string[], base: string, attributes: AttributeProto[], outputs: string[]): string[] {
+    for (const o of outputs) this.taken.add(o);
     let nodeName = `instrument/${base}_node`;
     for (let i = 1; this.nodeNames.has(nodeName); i++) nodeName = `instrument/${base}_node_${i}`;
     this.nodeNames.add(nodeName);
     this.graph.node.push({
       input: inputs,
-      output: [out],
+      output: outputs,
       name: nodeName,
       opType,
       domain: '',
       attribute: attributes,
     });
-    return out;
+    return outputs;
   }
 
   int64s(base: string, values: (number | bigint)[]): string {
@@ -85,8 +89,15 @@ export class GraphEditor {
 
   /** This editor seen through the hook's OpEmitter (last-layer-hook.ts). */
   emitter(base: string): OpEmitter {
+    const attrs = (a: HookAttrs = {}): AttributeProto[] =>
+      Object.entries(a).map(([name, v]) =>
+        Array.isArray(v) ? { name, type: AttrType.INTS, ints: v } : { name, type: AttrType.INT, i: v },
+      );
     return {
-      op: (opType, inputs, out) => this.op(opType, inputs, base, [], out),
+      opset: this.opset,
+      op: (opType, inputs, out, a) => this.op(opType, inputs, base, attrs(a), out),
+      opN: (opType, inputs, n, a, outs) =>
+        this.opN(opType, inputs, base, attrs(a), outs ?? Array.from({ length: n }, () => this.fresh(base))),
       int64s: (values) => this.int64s(`${base}_const`, values),
       float: (value) => this.float(`${base}_const`, value),
       reduceMeanLastAxis: (x, keepdims) => this.reduceMeanLastAxis(x, `${base}_mean`, keepdims),

@@ -13,7 +13,7 @@ import { IO } from '../types.ts';
 import { removeDeadNodes, topoSort } from './graph-query.ts';
 import { AttrType, DataType, type AttributeProto, type GraphProto, type ModelProto, type ValueInfoProto } from './proto.ts';
 import { GraphEditor } from './graph-editor.ts';
-import { finalNormScale, interveneRows } from './last-layer-hook.ts';
+import { finalNormScale, interveneRows, signalHead, SIGNAL_TOP_K } from './last-layer-hook.ts';
 import { locateLastLayer } from './locate-last-layer.ts';
 import { inlineUseCacheBranch } from './merged-decoder.ts';
 import { GraphSurgeryError, type ExportAnatomy, type SurgeryHints } from './surgery-types.ts';
@@ -56,6 +56,12 @@ export function instrumentModel(
     IO.logitsToKeep,
     IO.neuronScale,
     IO.neuronShift,
+    IO.unigramLogProb,
+    IO.logSumExp,
+    IO.entropy,
+    IO.unigramKl,
+    IO.topLogprobs,
+    IO.topIds,
   ]) {
     if (ed.isTaken(name)) throw new GraphSurgeryError(`the graph already has a tensor named "${name}"`);
   }
@@ -67,6 +73,7 @@ export function instrumentModel(
   exposeActivations(ed, anatomy, shapes);
   exposeResidualAndNormScale(ed, anatomy, shapes, anatomy.norm.eps ?? hints.normEpsFallback);
   keepLastPositions(ed, anatomy, shapes);
+  signalHead(ed.emitter('signals'), anatomy.logits, anatomy.vocab, IO);
   declareIO(graph, anatomy);
   removeDeadNodes(graph);
   topoSort(graph);
@@ -197,6 +204,7 @@ function declareIO(graph: GraphProto, anatomy: ExportAnatomy): void {
     { name: IO.logitsToKeep, elemType: DataType.INT64, shape: [{ value: 1 }] },
     { name: IO.neuronScale, elemType: DataType.FLOAT, shape: [batchDim, { value: anatomy.dMlp }] },
     { name: IO.neuronShift, elemType: DataType.FLOAT, shape: [batchDim, { value: anatomy.dMlp }] },
+    { name: IO.unigramLogProb, elemType: DataType.FLOAT, shape: [{ value: anatomy.vocab }] },
   ];
   for (const v of newInputs) {
     if (graph.input.some((i) => i.name === v.name))
@@ -214,5 +222,14 @@ function declareIO(graph: GraphProto, anatomy: ExportAnatomy): void {
       elemType: DataType.FLOAT,
       shape: [batchDim, seqDim, { value: anatomy.dModel }],
     },
+  );
+  const keep = { param: 'kept_sequence_length' };
+  const k = { value: Math.min(SIGNAL_TOP_K, anatomy.vocab) };
+  for (const name of [IO.logSumExp, IO.entropy, IO.unigramKl]) {
+    graph.output.push({ name, elemType: DataType.DOUBLE, shape: [batchDim, keep, { value: 1 }] });
+  }
+  graph.output.push(
+    { name: IO.topLogprobs, elemType: DataType.DOUBLE, shape: [batchDim, keep, k] },
+    { name: IO.topIds, elemType: DataType.INT64, shape: [batchDim, keep, k] },
   );
 }

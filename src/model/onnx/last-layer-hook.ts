@@ -5,10 +5,16 @@
 
 import type { NormType } from '../types.ts';
 
+/** INT / INTS node attributes. */
+export type HookAttrs = Record<string, number | number[]>;
+
 /** What the hook needs from a graph under construction: elementary ops and constants. */
 export interface OpEmitter {
+  /** The default-domain opset of the graph. */
+  opset: number;
   /** Adds a single-output node; `out` fixes the output's name (graph outputs). */
-  op(opType: string, inputs: string[], out?: string): string;
+  op(opType: string, inputs: string[], out?: string, attrs?: HookAttrs): string;
+  opN(opType: string, inputs: string[], n: number, attrs?: HookAttrs, outs?: string[]): string[];
   int64s(values: number[]): string;
   float(value: number): string;
   /** Mean over the last axis (the attribute/input form depends on the opset). */
@@ -37,4 +43,54 @@ export function finalNormScale(e: OpEmitter, x: string, type: NormType, eps: num
   if (type === 'layernorm') centered = e.op('Sub', [x, e.reduceMeanLastAxis(x, true)]);
   const meanSquare = e.reduceMeanLastAxis(e.op('Mul', [centered, centered]), false);
   return e.op('Sqrt', [e.op('Add', [meanSquare, e.float(eps)])], out);
+}
+
+/** Top logprobs the graph reports per position (OpenAI's top_logprobs allows up to 20). */
+export const SIGNAL_TOP_K = 20;
+
+/** Names of the in-graph signal outputs (declared by each source; see IO in types.ts). */
+export interface SignalNames {
+  unigramLogProb: string;
+  logSumExp: string;
+  entropy: string;
+  unigramKl: string;
+  topLogprobs: string;
+  topIds: string;
+}
+
+/** Reduction over the last axis, keeping it; axes moved from attribute to input (ReduceSum in 13, the rest in 18). */
+function reduceLast(e: OpEmitter, op: 'ReduceSum' | 'ReduceMax', x: string, out?: string): string {
+  const asInput = e.opset >= (op === 'ReduceSum' ? 13 : 18);
+  return asInput
+    ? e.op(op, [x, e.int64s([-1])], out, { keepdims: 1 })
+    : e.op(op, [x], out, { axes: [-1], keepdims: 1 });
+}
+
+/**
+ * The per-position signals that need the whole vocabulary, reduced natively next to the logits
+ * (so a greedy row never reads its 50k-wide row in JavaScript), in float64 like the reference
+ * (monitor/signals.ts): with z = l - max and S = sum exp z,
+ *   logsumexp = max + log S,   log p = z - log S,   entropy = -sum p log p,
+ *   unigram KL(P || Q) = -entropy - sum p log q,   the top-k log-probabilities and their ids
+ *   (ties: lower id first, as TopK and the reference's argmax both order them).
+ * `logits` is [batch, keep, vocab]; every output but the top-k is [batch, keep, 1].
+ */
+export function signalHead(e: OpEmitter, logits: string, vocab: number, n: SignalNames): void {
+  const DOUBLE = 11;
+  const x = e.op('Cast', [logits], undefined, { to: DOUBLE });
+  const max = reduceLast(e, 'ReduceMax', x);
+  const z = e.op('Sub', [x, max]);
+  const ez = e.op('Exp', [z]);
+  const logS = e.op('Log', [reduceLast(e, 'ReduceSum', ez)]);
+  e.op('Add', [max, logS], n.logSumExp);
+  const logp = e.op('Sub', [z, logS]);
+  const p = e.op('Exp', [logp]);
+  const entropy = e.op('Neg', [reduceLast(e, 'ReduceSum', e.op('Mul', [p, logp]))], n.entropy);
+  const logQ = e.op('Cast', [n.unigramLogProb], undefined, { to: DOUBLE });
+  const expectedLogQ = reduceLast(e, 'ReduceSum', e.op('Mul', [p, logQ]));
+  e.op('Sub', [e.op('Neg', [entropy]), expectedLogQ], n.unigramKl);
+  e.opN('TopK', [logp, e.int64s([Math.min(SIGNAL_TOP_K, vocab)])], 2, { axis: -1, largest: 1, sorted: 1 }, [
+    n.topLogprobs,
+    n.topIds,
+  ]);
 }
