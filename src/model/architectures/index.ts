@@ -16,7 +16,7 @@ import { TensorLoader, type DecoderWeights } from './weights.ts';
  * Bumped whenever the graphs built from the same checkpoint change (layout, ops, IO), so that
  * cached graphs from older builders are not reused.
  */
-export const GRAPH_BUILDER_VERSION = 3;
+export const GRAPH_BUILDER_VERSION = 4;
 
 export const MODEL_FILE = 'model.onnx';
 export const DATA_FILE = 'model.onnx.data';

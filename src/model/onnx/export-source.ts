@@ -31,7 +31,7 @@ import { decodeModel, encodeModel, type ModelProto } from './proto.ts';
 import { defaultCacheDir } from '../cache-dir.ts';
 
 /** Bump when the surgery's output changes, so cached graphs from older code are not reused. */
-export const SURGERY_VERSION = 3;
+export const SURGERY_VERSION = 4;
 
 /** Where Optimum and transformers.js put the decoder graph, in order of preference. */
 const MODEL_FILES = [

@@ -68,11 +68,13 @@ function reduceLast(e: OpEmitter, op: 'ReduceSum' | 'ReduceMax', x: string, out?
 
 /**
  * The per-position signals that need the whole vocabulary, reduced natively next to the logits
- * (so a greedy row never reads its 50k-wide row in JavaScript), in float64 like the reference
- * (monitor/signals.ts): with z = l - max and S = sum exp z,
- *   logsumexp = max + log S,   log p = z - log S,   entropy = -sum p log p,
- *   unigram KL(P || Q) = -entropy - sum p log q,   the top-k log-probabilities and their ids
- *   (ties: lower id first, as TopK and the reference's argmax both order them).
+ * (so a greedy row never reads its 50k-wide row in JavaScript), in float64 and with the formulas of
+ * the reference (monitor/signals.ts): with z = l - max, e = exp z and S = sum e,
+ *   logsumexp = max + log S,   entropy = log S - (sum e z) / S,
+ *   unigram KL(P || Q) = -entropy - (sum e log q) / S,
+ *   top-k log-probabilities = topk(z) - log S, with their ids (ties: lower id first, as TopK and the
+ *   reference's argmax both order them).
+ * Vocabulary-wide passes: Cast, Sub, Exp, two Mul, three sums and TopK; no log p or p row is formed.
  * `logits` is [batch, keep, vocab]; every output but the top-k is [batch, keep, 1].
  */
 export function signalHead(e: OpEmitter, logits: string, vocab: number, n: SignalNames): void {
@@ -81,16 +83,19 @@ export function signalHead(e: OpEmitter, logits: string, vocab: number, n: Signa
   const max = reduceLast(e, 'ReduceMax', x);
   const z = e.op('Sub', [x, max]);
   const ez = e.op('Exp', [z]);
-  const logS = e.op('Log', [reduceLast(e, 'ReduceSum', ez)]);
+  const sum = reduceLast(e, 'ReduceSum', ez);
+  const logS = e.op('Log', [sum]);
   e.op('Add', [max, logS], n.logSumExp);
-  const logp = e.op('Sub', [z, logS]);
-  const p = e.op('Exp', [logp]);
-  const entropy = e.op('Neg', [reduceLast(e, 'ReduceSum', e.op('Mul', [p, logp]))], n.entropy);
+  const meanZ = e.op('Div', [reduceLast(e, 'ReduceSum', e.op('Mul', [ez, z])), sum]);
+  const entropy = e.op('Sub', [logS, meanZ], n.entropy);
   const logQ = e.op('Cast', [n.unigramLogProb], undefined, { to: DOUBLE });
-  const expectedLogQ = reduceLast(e, 'ReduceSum', e.op('Mul', [p, logQ]));
-  e.op('Sub', [e.op('Neg', [entropy]), expectedLogQ], n.unigramKl);
-  e.opN('TopK', [logp, e.int64s([Math.min(SIGNAL_TOP_K, vocab)])], 2, { axis: -1, largest: 1, sorted: 1 }, [
-    n.topLogprobs,
-    n.topIds,
-  ]);
+  const meanLogQ = e.op('Div', [reduceLast(e, 'ReduceSum', e.op('Mul', [ez, logQ])), sum]);
+  e.op('Sub', [e.op('Neg', [entropy]), meanLogQ], n.unigramKl);
+  const [topZ, topIds] = e.opN('TopK', [z, e.int64s([Math.min(SIGNAL_TOP_K, vocab)])], 2, {
+    axis: -1,
+    largest: 1,
+    sorted: 1,
+  });
+  e.op('Identity', [topIds!], n.topIds);
+  e.op('Sub', [topZ!, logS], n.topLogprobs);
 }
