@@ -15,9 +15,9 @@
 import * as ort from 'onnxruntime-node';
 import { IO, type ModelSpec } from '../model/types.ts';
 import { UserError } from '../errors.ts';
-import { rowSignals } from '../monitor/signals.ts';
-import { KvBatch, emptyOwn, type KvShape, type OwnKv, type RowSource } from './kv-batch.ts';
-import { Rng, sampleRow, type RowSampler } from './sampling.ts';
+import { KvBatch, emptyOwn, type KvShape, type RowSource } from './kv-batch.ts';
+import { Rng } from './sampling.ts';
+import { rowFromGraph, rowFromLogits, type Row } from './row-results.ts';
 import { SIGNAL_TOP_K } from '../model/onnx/last-layer-hook.ts';
 import type { IvUpdate, StartMessage, StepResult, StepStats, WorkerEvent } from './protocol.ts';
 
@@ -36,29 +36,6 @@ export interface LoopConfig {
   maxBatch: number;
   maxPrefillTokens: number;
   emit: (e: WorkerEvent) => void;
-}
-
-interface Row {
-  id: number;
-  mode: 'generate' | 'score';
-  sampler: RowSampler;
-  topLogprobs: number;
-  maxTokens: number;
-  eos: Set<number>;
-  /** Tokens not in the cache yet: prompt chunks, then the one token the next step feeds. */
-  toFeed: number[];
-  /** Scoring: the tokens whose probabilities the next steps read, in order. */
-  forced: number[];
-  produced: number;
-  credit: number;
-  iv: IvUpdate;
-  /** The cache while the row is outside the batch (null while in it). */
-  own: OwnKv | null;
-  /** Real tokens in the cache. */
-  len: number;
-  reserved: number;
-  idle: number;
-  stopped: boolean;
 }
 
 export class BatchLoop {
@@ -354,7 +331,7 @@ export class BatchLoop {
       }
       r.idle = 0;
       r.len++;
-      const res = instrumented ? this.rowFromGraph(out, r, b, needsRow(r)) : this.rowFromLogits(out, r, b);
+      const res = instrumented ? rowFromGraph(this.c, out, r, b, needsRow(r)) : rowFromLogits(this.c, out, r, b);
       r.toFeed = [res.tokenId];
       if (r.mode === 'generate') {
         r.produced++;
@@ -366,71 +343,6 @@ export class BatchLoop {
     });
     this.c.emit({ event: 'rows', results, stats: this.stats(results.length, runS) });
     return true;
-  }
-
-  /** The next token of row b: sampled, forced or (greedy) the graph's argmax. */
-  private pick(r: Row, row: Float32Array | null, argmax: number): number {
-    if (r.mode === 'score') return r.forced.shift()!;
-    return row ? sampleRow(row, r.sampler) : argmax;
-  }
-
-  private rowFromGraph(out: ort.InferenceSession.OnnxValueMapType, r: Row, b: number, readRow: boolean): StepResult {
-    const { spec } = this.c;
-    const f64 = (name: string) => out[name]!.data as Float64Array;
-    const topLp = f64(IO.topLogprobs);
-    const topIds = out[IO.topIds]!.data as BigInt64Array;
-    const k = out[IO.topLogprobs]!.dims[2]!;
-    const base = b * k;
-    const lse = f64(IO.logSumExp)[b]!;
-    const row = readRow ? (out[IO.logits]!.data as Float32Array).subarray(b * spec.vocabSize, (b + 1) * spec.vocabSize) : null;
-    const tokenId = this.pick(r, row, Number(topIds[base]!));
-    let topLogprobs: [number, number][];
-    if (r.topLogprobs <= k) {
-      topLogprobs = [];
-      for (let j = 0; j < r.topLogprobs; j++) topLogprobs.push([Number(topIds[base + j]!), topLp[base + j]!]);
-    } else {
-      topLogprobs = rowSignals(row!, { topN: r.topLogprobs }).top;
-    }
-    return {
-      ...this.neurons(out, b),
-      seqId: r.id,
-      tokenId,
-      logprob: row ? row[tokenId]! - lse : topLp[base]!,
-      entropy: f64(IO.entropy)[b]!,
-      top1Prob: Math.exp(topLp[base]!),
-      unigramKl: this.c.logPFreq ? f64(IO.unigramKl)[b]! : null,
-      topLogprobs,
-      ivVersion: r.iv.version,
-      done: false,
-    };
-  }
-
-  /** A graph without the instrumentation: signals from the logits row in JavaScript. */
-  private rowFromLogits(out: ort.InferenceSession.OnnxValueMapType, r: Row, b: number): StepResult {
-    const V = this.c.spec.vocabSize;
-    const row = (out[IO.logits]!.data as Float32Array).subarray(b * V, (b + 1) * V);
-    const first = rowSignals(row, { topN: 0 });
-    const tokenId = this.pick(r, r.sampler.params.temperature > 0 ? row : null, first.argmax);
-    const sig = rowSignals(row, { token: tokenId, topN: r.topLogprobs, logPFreq: this.c.logPFreq });
-    return {
-      normScale: NaN,
-      watched: [],
-      seqId: r.id,
-      tokenId,
-      logprob: sig.tokenLogprob,
-      entropy: sig.entropy,
-      top1Prob: sig.top1Prob,
-      unigramKl: sig.unigramKl,
-      topLogprobs: sig.top,
-      ivVersion: r.iv.version,
-      done: false,
-    };
-  }
-
-  private neurons(out: ort.InferenceSession.OnnxValueMapType, b: number): { normScale: number; watched: number[] } {
-    const d = this.c.spec.dMlp;
-    const act = out[IO.mlpAct]!.data as Float32Array;
-    return { normScale: (out[IO.finalNormScale]!.data as Float32Array)[b]!, watched: this.c.watch.map((i) => act[b * d + i]!) };
   }
 
   stats(batch: number, runS: number): StepStats {

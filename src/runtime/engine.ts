@@ -14,7 +14,6 @@ import type {
   NeuronIntervention,
   ScoredPosition,
   ScoringSession,
-  TokenRecord,
   FinishReason,
 } from './types.ts';
 import type { ModelSpec } from '../model/types.ts';
@@ -27,6 +26,7 @@ import type { InferenceWorker } from './worker-client.ts';
 import type { InitResult, StepStats, WorkerEvent } from './protocol.ts';
 import { CREDIT_BATCH, CREDIT_WINDOW, IvTracker, SeqStream } from './seq-stream.ts';
 import { UserError } from '../errors.ts';
+import { openScoringSession } from './scoring-session.ts';
 
 /** The neurons whose activations every token reports, by role, as `LAYER.INDEX` addresses. */
 export type { WatchedNeurons } from '../monitor/neurons.ts';
@@ -51,7 +51,7 @@ export class OnnxEngine implements Engine, CalibrationEngine {
   readonly provider: 'cpu' | 'cuda';
   /** Calibration mean of last-layer neuron `index` (from the catalogue), for mean_ablate. */
   calibrationMean?: (index: number) => number | undefined;
-  private readonly worker: InferenceWorker;
+  readonly worker: InferenceWorker;
   /** Watched addresses in the order the worker reports them (entropy first, then frequency). */
   private readonly watchOrder: { address: string; role: 'entropy' | 'frequency' }[];
   private readonly streams = new Map<number, SeqStream>();
@@ -96,7 +96,8 @@ export class OnnxEngine implements Engine, CalibrationEngine {
   }
 
   /** Opens a stream for a new sequence id; the caller must `closeStream` it. */
-  private openStream(iv: IvTracker): { seqId: number; stream: SeqStream } {
+  /** For scoring-session.ts. */
+  openStream(iv: IvTracker): { seqId: number; stream: SeqStream } {
     const seqId = nextSeqId++;
     // Interventions are read again whenever a result arrives, so a change reaches the worker
     // while the consumer may still be busy with earlier tokens.
@@ -108,7 +109,8 @@ export class OnnxEngine implements Engine, CalibrationEngine {
     return { seqId, stream };
   }
 
-  private closeStream(seqId: number): void {
+  /** For scoring-session.ts. */
+  closeStream(seqId: number): void {
     this.worker.control({ type: 'stop', seqId });
     this.streams.delete(seqId);
   }
@@ -126,7 +128,8 @@ export class OnnxEngine implements Engine, CalibrationEngine {
     return this.tokenizer.decode(ids, { skipSpecialTokens: true });
   }
 
-  private checkIds(ids: number[]): void {
+  /** For scoring-session.ts. */
+  checkIds(ids: number[]): void {
     if (ids.length === 0) throw new InvalidInputError('the prompt is empty: at least one token is needed', 'prompt');
     for (const id of ids) {
       if (!Number.isInteger(id) || id < 0 || id >= this.spec.vocabSize) {
@@ -135,7 +138,8 @@ export class OnnxEngine implements Engine, CalibrationEngine {
     }
   }
 
-  private splitWatched(values: ArrayLike<number>, offset = 0): { entropy: Record<string, number>; frequency: Record<string, number> } {
+  /** For scoring-session.ts. */
+  splitWatched(values: ArrayLike<number>, offset = 0): { entropy: Record<string, number>; frequency: Record<string, number> } {
     const entropy: Record<string, number> = {};
     const frequency: Record<string, number> = {};
     this.watchOrder.forEach((w, j) => {
@@ -312,94 +316,10 @@ export class OnnxEngine implements Engine, CalibrationEngine {
   }
 
   /**
-   * Scoring sessions: the sequence lives in the worker's batch like a generation, its cache grows
-   * with each extend, and each step teacher-forces one token (so concurrent sessions, and
-   * generations, share steps). Each token costs one step, not a rescore of the sequence.
+   * Scoring sessions: the sequence lives in the worker's batch like a generation (scoring-session.ts).
    */
-  async openScoring(
-    promptIds: number[],
-    opts: { interventions?: () => NeuronIntervention[] } = {},
-  ): Promise<ScoringSession> {
-    this.checkIds(promptIds);
-    const iv = new IvTracker(opts.interventions, this.spec.dMlp);
-    const { seqId, stream } = this.openStream(iv);
-    try {
-      await this.worker.start({
-        seqId,
-        mode: 'score',
-        prompt: promptIds,
-        temperature: 0,
-        topK: 0,
-        topP: 1,
-        seed: 0,
-        topLogprobs: 0,
-        maxTokens: 0,
-        eos: [],
-        credit: 0,
-        iv: iv.poll()!,
-      });
-    } catch (e) {
-      this.streams.delete(seqId);
-      throw e;
-    }
-    let length = promptIds.length;
-    const decoder = this.tokenizer.createStreamDecoder(promptIds);
-    const repeat = new RepeatTracker();
-    for (const id of promptIds) repeat.push(id);
-    let closed = false;
-    let completion = 0;
-    // Extends run one after another: each reads its own tokens' results off the stream.
-    let chain: Promise<unknown> = Promise.resolve();
-    const extend = async (tokenIds: number[]): Promise<TokenRecord[]> => {
-      if (closed) throw new Error('scoring session is closed');
-      if (tokenIds.length === 0) return [];
-      this.checkIds(tokenIds);
-      if (length + tokenIds.length > this.spec.maxPositions) {
-        throw new InvalidInputError(
-          `the sequence (${length + tokenIds.length} tokens) exceeds this model's context of ${this.spec.maxPositions}`,
-          'prompt',
-        );
-      }
-      length += tokenIds.length;
-      const upd = iv.poll();
-      if (upd) this.worker.control({ type: 'iv', seqId, iv: upd });
-      this.worker.control({ type: 'feed', seqId, tokens: tokenIds });
-      const out: TokenRecord[] = [];
-      for (const tokenId of tokenIds) {
-        const r = (await stream.next())!;
-        const neurons = this.splitWatched(r.watched);
-        // The record of a token carries the distribution that predicted it; repeat is the
-        // suffix match ending at the token itself (as in generate).
-        out.push({
-          source: 'shadow',
-          index: completion++,
-          tokenId,
-          text: decoder.push(tokenId),
-          logprob: r.logprob,
-          entropy: r.entropy,
-          top1Prob: r.top1Prob,
-          normScale: r.normScale,
-          entropyNeurons: neurons.entropy,
-          frequencyNeurons: neurons.frequency,
-          ...(r.unigramKl !== null ? { unigramKl: r.unigramKl } : {}),
-          repeat: repeat.push(tokenId),
-          interventions: iv.idsFor(r.ivVersion),
-        });
-      }
-      return out;
-    };
-    return {
-      extend: (tokenIds) => {
-        const next = chain.then(() => extend(tokenIds));
-        chain = next.catch(() => undefined);
-        return next;
-      },
-      close: async () => {
-        if (closed) return;
-        closed = true;
-        this.closeStream(seqId);
-      },
-    };
+  openScoring(promptIds: number[], opts: { interventions?: () => NeuronIntervention[] } = {}): Promise<ScoringSession> {
+    return openScoringSession(this, promptIds, opts);
   }
 
   /** Raw teacher-forced pass for the monitor's calibration and causal analysis. */
