@@ -57,7 +57,11 @@ export interface ScoredPosition extends TokenSignals {
 export interface GenerateRequest {
   promptIds: number[];
   params: SamplingParams;
-  /** Called before every step; returns the interventions active for that step. */
+  /**
+   * Returns the interventions active now. Read when the request starts and again as each of its
+   * tokens arrives from the worker and is pulled; a change applies from the next batch step the
+   * worker runs after it, and every token's record lists the interventions actually applied to it.
+   */
   interventions?: () => NeuronIntervention[];
   signal?: AbortSignal;
 }
