@@ -10,9 +10,9 @@ import type { IvUpdate, StepResult } from './protocol.ts';
  * holds at most this many results here; its row then pauses (its batch slot goes to others)
  * and resumes when pulled.
  */
-export const CREDIT_WINDOW = 8;
+export const CREDIT_WINDOW = 4;
 /** Credit goes back in batches, so a token costs less than one control message. */
-export const CREDIT_BATCH = 4;
+export const CREDIT_BATCH = 2;
 
 export class SeqStream {
   private readonly buffer: StepResult[] = [];
