@@ -308,6 +308,9 @@ export class BatchLoop {
     };
     for (let i = 0; i < this.shape.tensors; i++) feeds[pastName(i)] = this.batch.past[i]!;
     if (instrumented) Object.assign(feeds, this.ivFeeds(this.ivRows(rows)), { [IO.unigramLogProb]: this.c.unigram });
+    // The versions this step runs under: a control message may change a row's interventions while
+    // session.run is awaited, and a result must name what was actually applied.
+    const versions = rows.map((r) => r.iv.version);
     // Greedy rows take token and signals from the graph's signal outputs; only sampled and
     // teacher-forced rows (and top_logprobs beyond the graph's k) read their logits row.
     const needsRow = (r: Row) =>
@@ -332,6 +335,7 @@ export class BatchLoop {
       r.idle = 0;
       r.len++;
       const res = instrumented ? rowFromGraph(this.c, out, r, b, needsRow(r)) : rowFromLogits(this.c, out, r, b);
+      res.ivVersion = versions[b]!;
       r.toFeed = [res.tokenId];
       if (r.mode === 'generate') {
         r.produced++;
