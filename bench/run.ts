@@ -20,7 +20,7 @@ import { IO, type ModelSpec } from '../src/model/types.ts';
 import { prepareCheckpointGraph } from '../src/model/graph-cache.ts';
 import { isExportDir, prepareExportGraph } from '../src/model/onnx/export-source.ts';
 import { openModelSource } from '../src/model/source.ts';
-import { createEngineFromSource, defaultUnigramFile } from '../src/runtime/index.ts';
+import { createEngineFromSource, defaultIntraOpThreads, defaultUnigramFile } from '../src/runtime/index.ts';
 import { analyzeModel } from '../src/monitor/analysis.ts';
 import { demoModelDir } from '../src/demo/index.ts';
 import { computeWeightMetrics, defaultK } from '../src/monitor/weight-metrics.ts';
@@ -110,7 +110,12 @@ async function benchModel(label: string, dir: string): Promise<void> {
   const plainPath = isExportDir(dir)
     ? (await prepareExportGraph(dir)).plainModelPath
     : (await prepareCheckpointGraph(dir, { instrument: false })).modelPath;
-  const opts: ort.InferenceSession.SessionOptions = { graphOptimizationLevel: 'all', executionProviders: ['cpu'] };
+  // The bare loops get the engine's thread count, so the ratios compare loops, not thread pools.
+  const opts: ort.InferenceSession.SessionOptions = {
+    graphOptimizationLevel: 'all',
+    executionProviders: ['cpu'],
+    intraOpNumThreads: defaultIntraOpThreads(),
+  };
   const plain = await ort.InferenceSession.create(plainPath, opts);
   const instr = await ort.InferenceSession.create(source.modelPath, opts);
   const engine = await createEngineFromSource(source, {});
@@ -188,6 +193,6 @@ for (const size of String(values.sizes).split(',').filter(Boolean)) {
 }
 const shared = process.env.CONFIDENCE_SIDECAR_SHARED;
 const foreign = shared ? join(shared, 'models', 'gpt2-tiny-random-onnx') : '';
-if (!values.model && foreign && existsSync(foreign)) models.splice(1, 0, ['gpt2-tiny-random-onnx (d_model 32, vocab 50k)', foreign]);
+if (!values.model && foreign && existsSync(foreign)) models.splice(1, 0, ['gpt2-tiny-random-onnx (d_model 64, vocab 50k)', foreign]);
 for (const m of values.model ?? []) models.push([m, m]);
 for (const [label, dir] of models) await benchModel(label, dir);
