@@ -1,5 +1,6 @@
 // `npm run bench [-- --model DIR ...] [--sizes tiny,gpt2-small] [--tokens N] [--prompt-tokens N] [--reps N]
-//   [--proxy] [--quant [--dtypes fp32,int8,int4,fp16]]`
+//   [--proxy] [--quant [--dtypes fp32,int8,int4,fp16]]
+//   [--concurrency 1,4,8,16] [--analyze]`
 //
 // Measures, side by side in one process and with interleaved repetitions (A B C A B C ...) so
 // that machine noise hits every variant alike:
@@ -8,7 +9,10 @@
 //   engine     the project's generation loop (worker thread, signals, sampling) on the instrumented graph
 // and prints decode and prefill tokens/s with the ratios the project targets:
 //   instrumented decode >= 0.97x plain;  engine decode >= 0.95x bare loop on the same graph.
-// Also times `analyze`'s weight metrics on each model (target: well under a minute at GPT-2 small).
+// Then the concurrency table (bench/concurrency.ts): 1/4/8/16 streams through the real server beside
+// the bare loop at the same batch sizes. With --analyze, also times `analyze` (weights, calibration).
+// The small-d_model/large-vocab foreign export (gpt2-tiny-random-onnx) is included when the shared
+// fixtures are present ($CONFIDENCE_SIDECAR_SHARED).
 // Not a test: numbers are printed, never asserted.
 
 import { parseArgs } from 'node:util';
@@ -17,13 +21,16 @@ import { IO, type ModelSpec } from '../src/model/types.ts';
 import { prepareCheckpointGraph } from '../src/model/graph-cache.ts';
 import { isExportDir, prepareExportGraph } from '../src/model/onnx/export-source.ts';
 import { openModelSource } from '../src/model/source.ts';
-import { createEngineFromSource, defaultUnigramFile } from '../src/runtime/index.ts';
+import { createEngineFromSource, defaultIntraOpThreads, defaultUnigramFile } from '../src/runtime/index.ts';
 import { analyzeModel } from '../src/monitor/analysis.ts';
 import { demoModelDir } from '../src/demo/index.ts';
 import { computeWeightMetrics, defaultK } from '../src/monitor/weight-metrics.ts';
 import type { SamplingParams } from '../src/runtime/types.ts';
 import type { WeightDtype } from '../src/model/architectures/weight-emission.ts';
 import { benchQuant } from './quant.ts';
+import { benchConcurrency } from './concurrency.ts';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 
 const { values } = parseArgs({
   options: {
@@ -37,6 +44,8 @@ const { values } = parseArgs({
     // --quant: compare the weight dtypes (bench/quant.ts) on each model instead of the sections above.
     quant: { type: 'boolean', default: false },
     dtypes: { type: 'string', default: 'fp32,int8,int4,fp16' },
+    concurrency: { type: 'string', default: '1,4,8,16' },
+    analyze: { type: 'boolean', default: false },
   },
 });
 // The README test runs the README's bench command line with this set: it checks how npm forwarded the
@@ -71,6 +80,7 @@ async function bareLoop(session: ort.InferenceSession, spec: ModelSpec, prompt: 
   }
   const scale = new Float32Array(spec.dMlp).fill(1);
   const shift = new Float32Array(spec.dMlp);
+  const unigram = new ort.Tensor('float32', new Float32Array(spec.vocabSize), [spec.vocabSize]);
   let feed = prompt;
   let len = 0;
   let prefillS = 0;
@@ -84,8 +94,9 @@ async function bareLoop(session: ort.InferenceSession, spec: ModelSpec, prompt: 
     };
     if (hasKeep) feeds[IO.logitsToKeep] = int64([1], [1]);
     if (instrumented) {
-      feeds[IO.neuronScale] = new ort.Tensor('float32', scale, [spec.dMlp]);
-      feeds[IO.neuronShift] = new ort.Tensor('float32', shift, [spec.dMlp]);
+      feeds[IO.neuronScale] = new ort.Tensor('float32', scale, [1, spec.dMlp]);
+      feeds[IO.neuronShift] = new ort.Tensor('float32', shift, [1, spec.dMlp]);
+      feeds[IO.unigramLogProb] = unigram;
     }
     const out = await session.run(feeds);
     for (let l = 0; l < spec.nLayers; l++) {
@@ -113,7 +124,12 @@ async function benchModel(label: string, dir: string): Promise<void> {
   const plainPath = isExportDir(dir)
     ? (await prepareExportGraph(dir)).plainModelPath
     : (await prepareCheckpointGraph(dir, { instrument: false })).modelPath;
-  const opts: ort.InferenceSession.SessionOptions = { graphOptimizationLevel: 'all', executionProviders: ['cpu'] };
+  // The bare loops get the engine's thread count, so the ratios compare loops, not thread pools.
+  const opts: ort.InferenceSession.SessionOptions = {
+    graphOptimizationLevel: 'all',
+    executionProviders: ['cpu'],
+    intraOpNumThreads: defaultIntraOpThreads(),
+  };
   const plain = await ort.InferenceSession.create(plainPath, opts);
   const instr = await ort.InferenceSession.create(source.modelPath, opts);
   const engine = await createEngineFromSource(source, {});
@@ -159,6 +175,10 @@ async function benchModel(label: string, dir: string): Promise<void> {
   console.log(`ratio instrumented/plain decode: ${r1.toFixed(3)}  (target >= 0.97) ${r1 >= 0.97 ? 'OK' : 'BELOW TARGET'}`);
   console.log(`ratio engine/bare-loop decode:   ${r2.toFixed(3)}  (target >= 0.95) ${r2 >= 0.95 ? 'OK' : 'BELOW TARGET'}`);
 
+  const levels = String(values.concurrency).split(',').filter(Boolean).map(Number);
+  if (levels.length > 0) await benchConcurrency(label, dir, instr, spec, levels, TOKENS, prompt);
+  if (!values.analyze) return;
+
   const t0 = performance.now();
   computeWeightMetrics(source.lastLayerWeights(), { k: defaultK(spec.dModel) });
   console.log(`weight metrics (analyze's weight step): ${((performance.now() - t0) / 1000).toFixed(2)} s`);
@@ -185,6 +205,9 @@ const models: [string, string][] = [];
 for (const size of String(values.sizes).split(',').filter(Boolean)) {
   models.push([`demo ${size}`, await demoModelDir(size as 'tiny' | 'small' | 'gpt2-small')]);
 }
+const shared = process.env.CONFIDENCE_SIDECAR_SHARED;
+const foreign = shared ? join(shared, 'models', 'gpt2-tiny-random-onnx') : '';
+if (!values.model && foreign && existsSync(foreign)) models.splice(1, 0, ['gpt2-tiny-random-onnx (d_model 64, vocab 50k)', foreign]);
 for (const m of values.model ?? []) models.push([m, m]);
 for (const [label, dir] of models) {
   if (values.quant) {

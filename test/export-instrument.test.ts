@@ -58,10 +58,22 @@ describe.each(['aidreams260K-onnx', 'gpt2-tiny-random-onnx'] as const)('instrume
         IO.logitsToKeep,
         IO.neuronScale,
         IO.neuronShift,
+        IO.unigramLogProb,
       ]),
     );
     expect(new Set(instrumented.outputNames)).toEqual(
-      new Set([IO.logits, ...present, IO.mlpAct, IO.finalNormScale, IO.finalResidual]),
+      new Set([
+        IO.logits,
+        ...present,
+        IO.mlpAct,
+        IO.finalNormScale,
+        IO.finalResidual,
+        IO.logSumExp,
+        IO.entropy,
+        IO.unigramKl,
+        IO.topLogprobs,
+        IO.topIds,
+      ]),
     );
     expect(prepared.plainModelPath).toBe(join(fx.dir, 'onnx', 'model.onnx'));
   });

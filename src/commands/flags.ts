@@ -77,6 +77,13 @@ export const MODEL_FLAGS: Flag[] = [
     env: envOf('quantize-last-layer'),
   },
   {
+    name: 'intra-op-threads',
+    type: 'integer',
+    min: 1,
+    env: envOf('intra-op-threads'),
+    help: "onnxruntime's threads inside one operator; default: half the cores (the rest serve HTTP and sampling)",
+  },
+  {
     name: 'catalogue',
     type: 'path',
     arg: 'FILE',

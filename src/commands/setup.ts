@@ -9,7 +9,7 @@ import type { OnnxEngine } from '../runtime/engine.ts';
 import { InterventionRegistry, parseInterventionSpec, targetOptions } from '../monitor/interventions.ts';
 import { loadCatalogueFor } from '../monitor/catalogue-loader.ts';
 import { calibrationMeanLookup, type Catalogue } from '../monitor/catalogue.ts';
-import { deviceFlag, dtypeFlag } from './options.ts';
+import { deviceFlag, dtypeFlag, numberFlag } from './options.ts';
 import { withStage } from './progress.ts';
 
 export interface Setup {
@@ -46,6 +46,11 @@ export async function setupEngine(
     unigram: values.unigram as string | undefined,
     modelId: opts.modelId,
     onWarning: (m) => process.stderr.write(`warning: ${m}\n`),
+    // Engine sizing (serve): absent flags take the documented defaults of src/runtime/index.ts.
+    kvCacheMb: numberFlag(values, 'kv-cache-mb', { min: 1 }),
+    maxBatch: numberFlag(values, 'max-concurrency', { min: 1, integer: true }),
+    maxPrefillTokens: numberFlag(values, 'max-prefill-tokens', { min: 1, integer: true }),
+    intraOpThreads: numberFlag(values, 'intra-op-threads', { min: 1, integer: true }),
   });
   const calibrationMean = catalogue ? calibrationMeanLookup(catalogue) : () => undefined;
   const registry = new InterventionRegistry({

@@ -1,7 +1,7 @@
 // The service overview: traffic, errors, token throughput, queue and latency quantiles.
 
 import { METRIC_DEFINITIONS as M } from '../server/telemetry/metrics.ts';
-import { buildDashboard, quantile, rate, sel, type PanelSpec } from './grafana.ts';
+import { buildDashboard, mean, quantile, rate, sel, type PanelSpec } from './grafana.ts';
 
 const QUANTILES = [0.5, 0.9, 0.99];
 
@@ -115,6 +115,39 @@ export function overviewDashboard(): Record<string, unknown> {
             unit: 'short',
             min: 0,
             queries: [{ expr: `sum by (endpoint) (${rate(M.ignoredFields.name)})`, legend: '{{endpoint}}' }],
+          },
+        ],
+      },
+      {
+        title: 'Engine',
+        height: 6,
+        panels: [
+          {
+            title: 'Batch size',
+            description: 'Sequences advanced per forward pass (continuous batching): mean and p90.',
+            type: 'timeseries',
+            unit: 'short',
+            min: 0,
+            queries: [
+              { expr: mean(M.engineBatchSize.name), legend: 'mean' },
+              { expr: quantile(0.9, M.engineBatchSize.name), legend: 'p90' },
+            ],
+          },
+          {
+            title: 'Engine steps',
+            description: 'Forward passes per second.',
+            type: 'timeseries',
+            unit: 'short',
+            min: 0,
+            queries: [{ expr: `sum(${rate(M.engineSteps.name)})`, legend: 'steps/s' }],
+          },
+          {
+            title: 'KV cache',
+            description: 'Bytes held by KV caches (batch padding included).',
+            type: 'timeseries',
+            unit: 'bytes',
+            min: 0,
+            queries: [{ expr: `sum(${M.engineKvCacheBytes.name}${sel()})`, legend: 'KV bytes' }],
           },
         ],
       },

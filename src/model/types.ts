@@ -34,14 +34,17 @@ export interface ModelSpec {
  *  - position_ids         int64   [batch, seq]
  *  - past_key_values.L.key / .value  float32 [batch, kv_heads, past, head_dim]
  *  - logits_to_keep       int64   [1]       only the last k positions go through the unembedding
- *  - neuron_scale         float32 [d_mlp]   last-layer activation a' = a * scale + shift
- *  - neuron_shift         float32 [d_mlp]   (identity: scale 1, shift 0; clamp c: scale 0, shift c)
+ *  - neuron_scale         float32 [batch, d_mlp]   last-layer activation a' = a * scale + shift, per row
+ *  - neuron_shift         float32 [batch, d_mlp]   (identity: scale 1, shift 0; clamp c: scale 0, shift c)
+ *  - unigram_log_prob     float32 [vocab]          log p_freq for unigram_kl (any values when unknown)
  * Outputs
  *  - logits               float32 [batch, keep, vocab]
  *  - present.L.key / .value
  *  - mlp_act              float32 [batch, seq, d_mlp]   last-layer activations AFTER the intervention
  *  - final_norm_scale     float32 [batch, seq]          sqrt(var(x)+eps) or sqrt(mean(x^2)+eps)
  *  - final_residual       float32 [batch, seq, d_model] the final norm's input (for causal analysis)
+ *  - logsumexp, entropy, unigram_kl   float64 [batch, keep, 1]   per-position signals of the logits
+ *  - top_logprobs float64 / top_ids int64 [batch, keep, min(20, vocab)]  best first
  */
 export const IO = {
   inputIds: 'input_ids',
@@ -54,6 +57,12 @@ export const IO = {
   mlpAct: 'mlp_act',
   finalNormScale: 'final_norm_scale',
   finalResidual: 'final_residual',
+  unigramLogProb: 'unigram_log_prob',
+  logSumExp: 'logsumexp',
+  entropy: 'entropy',
+  unigramKl: 'unigram_kl',
+  topLogprobs: 'top_logprobs',
+  topIds: 'top_ids',
   pastKey: (layer: number) => `past_key_values.${layer}.key`,
   pastValue: (layer: number) => `past_key_values.${layer}.value`,
   presentKey: (layer: number) => `present.${layer}.key`,

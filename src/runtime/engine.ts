@@ -1,8 +1,9 @@
-// The generation engine: tokenization, the decode loop, stop handling, cancellation and the
-// assembly of per-token signals. Inference itself runs in the worker (see worker.ts).
+// The generation engine: tokenization, stop handling, cancellation and the assembly of per-token
+// records. Inference and the decode loop run in the worker (worker.ts, batch-loop.ts).
 //
-// Concurrency: every generate() call drives its own sequence one step at a time; the worker
-// serves steps in arrival order, so concurrent generations interleave token by token.
+// Concurrency: the worker batches every running sequence into one forward pass per step and
+// streams the results; each generate() call pulls its own sequence's results from a bounded
+// buffer (seq-stream.ts), granting the worker credit as its consumer keeps up.
 
 import type { CalibrationEngine } from '../monitor/analysis.ts';
 import type {
@@ -13,7 +14,6 @@ import type {
   NeuronIntervention,
   ScoredPosition,
   ScoringSession,
-  TokenRecord,
   FinishReason,
 } from './types.ts';
 import type { ModelSpec } from '../model/types.ts';
@@ -23,7 +23,10 @@ import { compileInterventions } from '../monitor/interventions.ts';
 import { RepeatTracker } from '../monitor/repeat.ts';
 import { StopMatcher } from './stop-matcher.ts';
 import type { InferenceWorker } from './worker-client.ts';
-import type { InitResult } from './protocol.ts';
+import type { InitResult, StepStats, WorkerEvent } from './protocol.ts';
+import { CREDIT_BATCH, CREDIT_WINDOW, IvTracker, SeqStream } from './seq-stream.ts';
+import { UserError } from '../errors.ts';
+import { openScoringSession } from './scoring-session.ts';
 
 /** The neurons whose activations every token reports, by role, as `LAYER.INDEX` addresses. */
 export type { WatchedNeurons } from '../monitor/neurons.ts';
@@ -46,9 +49,15 @@ export class OnnxEngine implements Engine, CalibrationEngine {
   readonly tokenizer: Tokenizer;
   readonly watched: WatchedNeurons;
   readonly provider: 'cpu' | 'cuda';
-  private readonly worker: InferenceWorker;
+  readonly worker: InferenceWorker;
   /** Watched addresses in the order the worker reports them (entropy first, then frequency). */
   private readonly watchOrder: { address: string; role: 'entropy' | 'frequency' }[];
+  private readonly streams = new Map<number, SeqStream>();
+  private readonly stepListeners = new Set<(s: StepStats) => void>();
+  /** The latest step's figures (batch size, KV bytes, running/waiting sequences). */
+  lastStep: StepStats | null = null;
+  /** Batch steps run since the engine started. */
+  steps = 0;
 
   constructor(parts: EngineParts) {
     this.spec = parts.spec;
@@ -61,6 +70,47 @@ export class OnnxEngine implements Engine, CalibrationEngine {
       ...parts.watched.entropy.map((address) => ({ address, role: 'entropy' as const })),
       ...parts.watched.frequency.map((address) => ({ address, role: 'frequency' as const })),
     ];
+    this.worker.onEvent = (e) => this.dispatch(e);
+    this.worker.onDeath = (e) => {
+      for (const s of this.streams.values()) s.fail(e);
+    };
+  }
+
+  private dispatch(e: WorkerEvent): void {
+    if (e.event === 'seq-error') {
+      this.streams.get(e.seqId)?.fail(e.userError ? new UserError(e.message) : new Error(e.message));
+      return;
+    }
+    for (const r of e.results) this.streams.get(r.seqId)?.push(r);
+    this.steps++;
+    this.lastStep = e.stats;
+    for (const l of this.stepListeners) l(e.stats);
+  }
+
+  /** Calls `listener` after every batch step (for metrics); returns the unsubscribe function. */
+  onStep(listener: (s: StepStats) => void): () => void {
+    this.stepListeners.add(listener);
+    return () => this.stepListeners.delete(listener);
+  }
+
+  /** Opens a stream for a new sequence id; the caller must `closeStream` it. */
+  /** For scoring-session.ts. */
+  openStream(iv: IvTracker): { seqId: number; stream: SeqStream } {
+    const seqId = nextSeqId++;
+    // Interventions are read again whenever a result arrives, so a change reaches the worker
+    // while the consumer may still be busy with earlier tokens.
+    const stream = new SeqStream(() => {
+      const upd = iv.poll();
+      if (upd) this.worker.control({ type: 'iv', seqId, iv: upd });
+    });
+    this.streams.set(seqId, stream);
+    return { seqId, stream };
+  }
+
+  /** For scoring-session.ts. */
+  closeStream(seqId: number): void {
+    this.worker.control({ type: 'stop', seqId });
+    this.streams.delete(seqId);
   }
 
   /** The neurons reported on every token (the server's view of the catalogue). */
@@ -76,7 +126,8 @@ export class OnnxEngine implements Engine, CalibrationEngine {
     return this.tokenizer.decode(ids, { skipSpecialTokens: true });
   }
 
-  private checkIds(ids: number[]): void {
+  /** For scoring-session.ts. */
+  checkIds(ids: number[]): void {
     if (ids.length === 0) throw new InvalidInputError('the prompt is empty: at least one token is needed', 'prompt');
     for (const id of ids) {
       if (!Number.isInteger(id) || id < 0 || id >= this.spec.vocabSize) {
@@ -85,7 +136,8 @@ export class OnnxEngine implements Engine, CalibrationEngine {
     }
   }
 
-  private splitWatched(values: ArrayLike<number>, offset = 0): { entropy: Record<string, number>; frequency: Record<string, number> } {
+  /** For scoring-session.ts. */
+  splitWatched(values: ArrayLike<number>, offset = 0): { entropy: Record<string, number>; frequency: Record<string, number> } {
     const entropy: Record<string, number> = {};
     const frequency: Record<string, number> = {};
     this.watchOrder.forEach((w, j) => {
@@ -107,23 +159,35 @@ export class OnnxEngine implements Engine, CalibrationEngine {
         'max_tokens',
       );
     }
-    const seqId = nextSeqId++;
     const started = performance.now();
     let firstTokenAt: number | null = null;
-    await this.worker.open({
-      seqId,
-      temperature: params.temperature,
-      topK: params.topK,
-      topP: params.topP,
-      // Without a seed, draw one so that unseeded requests still differ from each other.
-      seed: params.seed ?? Math.floor(Math.random() * 2 ** 32),
-      topLogprobs: params.topLogprobs,
-      ...(params.logits ? { logits: params.logits } : {}),
-    });
     const eos = new Set([
       ...(params.stopAtEos === false ? [] : this.spec.eosTokenIds),
       ...(params.logits?.stopTokenIds ?? []),
     ]);
+    const iv = new IvTracker(req.interventions, this.spec.dMlp);
+    const { seqId, stream } = this.openStream(iv);
+    try {
+      await this.worker.start({
+        seqId,
+        mode: 'generate',
+        prompt: req.promptIds,
+        temperature: params.temperature,
+        topK: params.topK,
+        topP: params.topP,
+        // Without a seed, draw one so that unseeded requests still differ from each other.
+        seed: params.seed ?? Math.floor(Math.random() * 2 ** 32),
+        topLogprobs: params.topLogprobs,
+        ...(params.logits ? { logits: params.logits } : {}),
+        maxTokens: params.maxTokens,
+        eos: [...eos],
+        credit: CREDIT_WINDOW,
+        iv: iv.poll()!,
+      });
+    } catch (e) {
+      this.streams.delete(seqId);
+      throw e;
+    }
     // The prompt gives the decoder its left context (SentencePiece-style leading spaces).
     const decoder = this.tokenizer.createStreamDecoder(req.promptIds);
     const stops = new StopMatcher(params.stop);
@@ -133,26 +197,20 @@ export class OnnxEngine implements Engine, CalibrationEngine {
     let text = '';
     let completion = 0;
     let finish: FinishReason = 'length';
-    let feed = req.promptIds;
-    let lastKey = '';
     let trailingText = '';
-    let scale: Float32Array | null = null;
-    let shift: Float32Array | null = null;
+    let pulled = 0;
     try {
       while (completion < params.maxTokens) {
         if (req.signal?.aborted) {
           finish = 'abort';
           break;
         }
-        const active: NeuronIntervention[] = req.interventions?.() ?? [];
-        // Recompile the graph inputs only when the active set changes.
-        const key = active.map((iv) => `${iv.id}:${iv.neuron}:${iv.mode}:${iv.value}`).join('|');
-        if (key !== lastKey) {
-          lastKey = key;
-          if (active.length === 0) scale = shift = null;
-          else ({ scale, shift } = compileInterventions(active, this.spec.dMlp));
-        }
-        const r = await this.worker.step({ seqId, tokens: feed, scale, shift });
+        const r = await stream.next(req.signal);
+        if (r === null) continue; // aborted while waiting: the check above ends the loop
+        // Taking a result is the consumer pulling: give the worker room for more.
+        if (++pulled % CREDIT_BATCH === 0) this.worker.control({ type: 'credit', seqId, n: CREDIT_BATCH });
+        const upd = iv.poll();
+        if (upd) this.worker.control({ type: 'iv', seqId, iv: upd });
         if (firstTokenAt === null) firstTokenAt = performance.now();
         if (eos.has(r.tokenId)) {
           finish = 'stop';
@@ -181,7 +239,7 @@ export class OnnxEngine implements Engine, CalibrationEngine {
           frequencyNeurons: neurons.frequency,
           ...(r.unigramKl !== null ? { unigramKl: r.unigramKl } : {}),
           repeat: rep,
-          interventions: active.map((iv) => iv.id),
+          interventions: iv.idsFor(r.ivVersion),
           ...(r.adjustments.length > 0 ? { adjustments: r.adjustments } : {}),
           ...(params.topLogprobs > 0
             ? {
@@ -198,7 +256,6 @@ export class OnnxEngine implements Engine, CalibrationEngine {
           finish = 'stop';
           break;
         }
-        feed = [r.tokenId];
       }
       // Ended by EOS or abort: anything held back (an incomplete character, a possible stop
       // string) is final now.
@@ -207,7 +264,7 @@ export class OnnxEngine implements Engine, CalibrationEngine {
       if (tail.stopped) finish = 'stop';
       text += trailingText;
     } finally {
-      await this.worker.close(seqId).catch(() => undefined);
+      this.closeStream(seqId);
     }
     const durationS = (performance.now() - started) / 1000;
     const decodeS = firstTokenAt === null ? 0 : (performance.now() - firstTokenAt) / 1000;
@@ -262,57 +319,10 @@ export class OnnxEngine implements Engine, CalibrationEngine {
   }
 
   /**
-   * Scoring sessions. This first version rescores the whole sequence on every extend (O(n^2) over a
-   * stream); the batched worker replaces it with a KV-cache extension.
+   * Scoring sessions: the sequence lives in the worker's batch like a generation (scoring-session.ts).
    */
-  async openScoring(
-    promptIds: number[],
-    opts: { interventions?: () => NeuronIntervention[] } = {},
-  ): Promise<ScoringSession> {
-    this.checkIds(promptIds);
-    const ids = [...promptIds];
-    const decoder = this.tokenizer.createStreamDecoder(promptIds);
-    let closed = false;
-    let completion = 0;
-    return {
-      extend: async (tokenIds: number[]) => {
-        if (closed) throw new Error('scoring session is closed');
-        if (tokenIds.length === 0) return [];
-        const from = ids.length;
-        ids.push(...tokenIds);
-        this.checkIds(ids);
-        if (ids.length > this.spec.maxPositions) {
-          throw new InvalidInputError(
-            `the sequence (${ids.length} tokens) exceeds this model's context of ${this.spec.maxPositions}`,
-            'prompt',
-          );
-        }
-        const scored = await this.score(ids, { interventions: opts.interventions?.() ?? [] });
-        // The record of token ids[p] is the distribution at p - 1 that predicted it; repeat is the
-        // suffix match ending at the token itself (as in generate).
-        return tokenIds.map((tokenId, j): TokenRecord => {
-          const at = scored[from + j - 1]!;
-          return {
-            source: 'shadow',
-            index: completion++,
-            tokenId,
-            text: decoder.push(tokenId),
-            logprob: at.nextLogprob!,
-            entropy: at.entropy,
-            top1Prob: at.top1Prob,
-            normScale: at.normScale,
-            entropyNeurons: at.entropyNeurons,
-            frequencyNeurons: at.frequencyNeurons,
-            ...(at.unigramKl !== undefined ? { unigramKl: at.unigramKl } : {}),
-            repeat: scored[from + j]!.repeat,
-            interventions: at.interventions,
-          };
-        });
-      },
-      close: async () => {
-        closed = true;
-      },
-    };
+  openScoring(promptIds: number[], opts: { interventions?: () => NeuronIntervention[] } = {}): Promise<ScoringSession> {
+    return openScoringSession(this, promptIds, opts);
   }
 
   /** Raw teacher-forced pass for the monitor's calibration and causal analysis. */
@@ -332,6 +342,7 @@ export class OnnxEngine implements Engine, CalibrationEngine {
   }
 
   async close(): Promise<void> {
+    for (const s of this.streams.values()) s.fail(new Error('the engine is closed'));
     await this.worker.terminate();
   }
 }

@@ -123,6 +123,11 @@ export class SequenceLogits {
     this.endIds = [...(p.ignoreEos ? [] : eosTokenIds), ...(p.stopTokenIds ?? [])];
   }
 
+  /** Whether any adjustment was asked for (else `process` always returns the raw row). */
+  get adjusts(): boolean {
+    return this.wanted.length > 0;
+  }
+
   /** Tokens appended to the sequence: the first call is the prompt, later ones sampled tokens. */
   observe(tokens: number[]): void {
     for (const id of tokens) {

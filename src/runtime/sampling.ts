@@ -140,3 +140,17 @@ export function topKIndices(row: Float32Array, k: number): number[] {
   }
   return idx;
 }
+
+/** One sequence's sampler: its parameters and its own seeded generator (batch-independent). */
+export interface RowSampler {
+  params: SamplerParams;
+  rng: Rng;
+}
+
+/**
+ * The one place a batch row's next token is chosen from its logits row. Each row draws from its
+ * own generator, so a seeded request gives the same tokens alone or in a batch.
+ */
+export function sampleRow(row: Float32Array, s: RowSampler): number {
+  return sampleToken(row, s.params, s.rng);
+}

@@ -60,7 +60,11 @@ export interface ScoredPosition extends TokenSignals {
 export interface GenerateRequest {
   promptIds: number[];
   params: SamplingParams;
-  /** Called before every step; returns the interventions active for that step. */
+  /**
+   * Returns the interventions active now. Read when the request starts and again as each of its
+   * tokens arrives from the worker and is pulled; a change applies from the next batch step the
+   * worker runs after it, and every token's record lists the interventions actually applied to it.
+   */
   interventions?: () => NeuronIntervention[];
   signal?: AbortSignal;
 }
@@ -77,6 +81,21 @@ export interface ScoringSession {
   close(): Promise<void>;
 }
 
+/** What one batch step of the engine did (for metrics). */
+export interface EngineStepStats {
+  /** Sequences that advanced in this step. */
+  batch: number;
+  /** Bytes the KV caches hold now (padding included). */
+  kvBytes: number;
+  /** Bytes reserved by admitted sequences (prompt + max_tokens each). */
+  kvReservedBytes: number;
+  /** Sequences admitted (holding KV cache) and waiting for admission. */
+  running: number;
+  waiting: number;
+  /** Seconds inside the forward pass. */
+  runS: number;
+}
+
 export interface Engine {
   readonly spec: ModelSpec;
   readonly modelId: string;
@@ -88,4 +107,6 @@ export interface Engine {
   encode(text: string, opts?: { addSpecialTokens?: boolean }): number[];
   decode(ids: number[]): string;
   close(): Promise<void>;
+  /** Calls `listener` after every batch step; returns the unsubscribe function. Optional. */
+  onStep?(listener: (s: EngineStepStats) => void): () => void;
 }

@@ -1,20 +1,21 @@
 // Main-thread handle on the inference worker: request/reply over postMessage, with errors
-// re-thrown on the caller's side (user errors stay user errors).
+// re-thrown on the caller's side (user errors stay user errors), fire-and-forget control
+// messages, and the worker's streamed events (one `rows` event per batch step).
 
 import { Worker } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
 import { UserError } from '../errors.ts';
 import type {
+  ControlMessage,
   Envelope,
   InitMessage,
   InitResult,
-  OpenMessage,
   Reply,
   Request,
   ScoreMessage,
   ScoreResult,
-  StepMessage,
-  StepResult,
+  StartMessage,
+  WorkerEvent,
 } from './protocol.ts';
 
 function workerUrl(): URL {
@@ -28,10 +29,18 @@ export class InferenceWorker {
   private nextId = 1;
   private pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
   private dead: Error | null = null;
+  /** Receives every streamed event; set by the engine. */
+  onEvent: (e: WorkerEvent) => void = () => undefined;
+  /** Called once if the worker dies. */
+  onDeath: (e: Error) => void = () => undefined;
 
   constructor() {
     this.worker = new Worker(fileURLToPath(workerUrl()));
-    this.worker.on('message', (r: Reply) => {
+    this.worker.on('message', (r: Reply | WorkerEvent) => {
+      if ('event' in r) {
+        this.onEvent(r);
+        return;
+      }
       const p = this.pending.get(r.id);
       if (!p) return;
       this.pending.delete(r.id);
@@ -43,9 +52,11 @@ export class InferenceWorker {
       }
     });
     const fail = (e: Error) => {
+      if (this.dead) return;
       this.dead = e;
       for (const p of this.pending.values()) p.reject(e);
       this.pending.clear();
+      this.onDeath(e);
     };
     this.worker.on('error', fail);
     this.worker.on('exit', (code) => {
@@ -66,17 +77,21 @@ export class InferenceWorker {
   init(m: Omit<InitMessage, 'type'>): Promise<InitResult> {
     return this.call({ type: 'init', ...m });
   }
-  open(m: Omit<OpenMessage, 'type'>): Promise<void> {
-    return this.call({ type: 'open', ...m });
+  get failure(): Error | null {
+    return this.dead;
   }
-  step(m: Omit<StepMessage, 'type'>): Promise<StepResult> {
-    return this.call({ type: 'step', ...m });
+  /** Opens a sequence; rejects (before any token) when the worker refuses it. */
+  start(m: Omit<StartMessage, 'type'>): Promise<void> {
+    return this.call({ type: 'start', ...m });
+  }
+  /** Fire-and-forget: the sequence's stream reports what follows. */
+  control(m: ControlMessage): void {
+    if (this.dead) return;
+    const env: Envelope = { id: 0, body: m };
+    this.worker.postMessage(env);
   }
   score(m: Omit<ScoreMessage, 'type'>): Promise<ScoreResult> {
     return this.call({ type: 'score', ...m });
-  }
-  close(seqId: number): Promise<void> {
-    return this.call({ type: 'close', seqId });
   }
   async terminate(): Promise<void> {
     await this.worker.terminate();

@@ -2,35 +2,17 @@
 //
 // Why a worker: InferenceSession.run() is synchronous native work; on the main thread it would
 // stall HTTP, WebSocket and /metrics for the whole step. Why the worker samples and computes the
-// signals itself: the logits row (50k floats) never has to cross the thread boundary.
+// signals itself: the logits row (50k floats) never has to cross the thread boundary. The decode
+// loop lives here too (batch-loop.ts): steps run back to back and stream their results.
 
 import { parentPort } from 'node:worker_threads';
 import * as ort from 'onnxruntime-node';
 import { IO, type ModelSpec } from '../model/types.ts';
 import { isUserError, UserError } from '../errors.ts';
-import { Rng, sampleToken } from './sampling.ts';
-import { SequenceLogits } from './logits-processors.ts';
 import { rowSignals } from '../monitor/signals.ts';
 import { createSession } from './session.ts';
-import type {
-  Envelope,
-  InitMessage,
-  InitResult,
-  OpenMessage,
-  Reply,
-  ScoreMessage,
-  ScoreResult,
-  StepMessage,
-  StepResult,
-} from './protocol.ts';
-
-interface Sequence {
-  params: OpenMessage;
-  rng: Rng;
-  logits: SequenceLogits;
-  past: Map<string, ort.Tensor>;
-  length: number;
-}
+import { BatchLoop } from './batch-loop.ts';
+import type { Envelope, InitMessage, InitResult, Reply, ScoreMessage, ScoreResult, WorkerEvent } from './protocol.ts';
 
 let session: ort.InferenceSession | null = null;
 let spec: ModelSpec;
@@ -39,7 +21,12 @@ let logPFreq: Float32Array | null = null;
 let instrumented = false;
 let identityScale: Float32Array;
 let identityShift: Float32Array;
-const sequences = new Map<number, Sequence>();
+let loop: BatchLoop | null = null;
+let unigram: ort.Tensor;
+
+function emit(e: WorkerEvent): void {
+  parentPort!.postMessage(e);
+}
 
 async function init(msg: InitMessage): Promise<InitResult> {
   spec = msg.spec;
@@ -50,6 +37,19 @@ async function init(msg: InitMessage): Promise<InitResult> {
   instrumented = s.inputNames.includes(IO.neuronScale);
   identityScale = new Float32Array(spec.dMlp).fill(1);
   identityShift = new Float32Array(spec.dMlp);
+  unigram = new ort.Tensor('float32', logPFreq ?? new Float32Array(spec.vocabSize), [spec.vocabSize]);
+  loop = new BatchLoop({
+    unigram,
+    session: s,
+    spec,
+    instrumented,
+    watch,
+    logPFreq,
+    kvCacheBytes: msg.kvCacheBytes,
+    maxBatch: msg.maxBatch,
+    maxPrefillTokens: msg.maxPrefillTokens,
+    emit,
+  });
   return { provider, warning, inputNames: [...s.inputNames], outputNames: [...s.outputNames] };
 }
 
@@ -90,8 +90,10 @@ async function forward(
   };
   for (const [name, t] of past) feeds[name] = t;
   if (instrumented) {
-    feeds[IO.neuronScale] = new ort.Tensor('float32', scale ?? identityScale, [spec.dMlp]);
-    feeds[IO.neuronShift] = new ort.Tensor('float32', shift ?? identityShift, [spec.dMlp]);
+    // Per-row interventions ([batch, d_mlp]); a whole-sequence pass is one row.
+    feeds[IO.neuronScale] = new ort.Tensor('float32', scale ?? identityScale, [1, spec.dMlp]);
+    feeds[IO.neuronShift] = new ort.Tensor('float32', shift ?? identityShift, [1, spec.dMlp]);
+    feeds[IO.unigramLogProb] = unigram;
   }
   // Fetch only what this call needs: every fetched output is copied out of native memory.
   const fetches: string[] = [IO.logits];
@@ -101,50 +103,6 @@ async function forward(
     if (fetchResidual) fetches.push(IO.finalResidual);
   }
   return s.run(feeds, fetches);
-}
-
-async function step(msg: StepMessage): Promise<StepResult> {
-  const seq = sequences.get(msg.seqId);
-  if (!seq) throw new Error(`unknown sequence ${msg.seqId}`);
-  if (seq.length + msg.tokens.length > spec.maxPositions) {
-    throw new UserError(
-      `context length exceeded: ${seq.length + msg.tokens.length} tokens, the model allows ${spec.maxPositions}`,
-    );
-  }
-  const t0 = performance.now();
-  const out = await forward(msg.tokens, seq.past, seq.length, 1, msg.scale, msg.shift, false);
-  const runS = (performance.now() - t0) / 1000;
-  for (let l = 0; l < spec.nLayers; l++) {
-    seq.past.set(IO.pastKey(l), out[IO.presentKey(l)]!);
-    seq.past.set(IO.pastValue(l), out[IO.presentValue(l)]!);
-  }
-  seq.length += msg.tokens.length;
-
-  const row = out[IO.logits]!.data as Float32Array;
-  // Sample from the adjusted row; the signals below describe the model's own (raw) row.
-  seq.logits.observe(msg.tokens);
-  const tokenId = sampleToken(seq.logits.process(row), seq.params, seq.rng);
-  const sig = rowSignals(row, { token: tokenId, topN: seq.params.topLogprobs, logPFreq });
-  const last = msg.tokens.length - 1;
-  let normScale = NaN;
-  const watched: number[] = [];
-  if (instrumented) {
-    normScale = (out[IO.finalNormScale]!.data as Float32Array)[last]!;
-    const act = out[IO.mlpAct]!.data as Float32Array;
-    for (const i of watch) watched.push(act[last * spec.dMlp + i]!);
-  }
-  return {
-    tokenId,
-    logprob: sig.tokenLogprob,
-    entropy: sig.entropy,
-    top1Prob: sig.top1Prob,
-    normScale,
-    watched,
-    unigramKl: sig.unigramKl,
-    topLogprobs: sig.top,
-    adjustments: seq.logits.active,
-    runS,
-  };
 }
 
 async function score(msg: ScoreMessage): Promise<ScoreResult> {
@@ -188,43 +146,43 @@ async function score(msg: ScoreMessage): Promise<ScoreResult> {
   return res;
 }
 
+function theLoop(): BatchLoop {
+  if (!loop) throw new Error('the worker is not initialised');
+  return loop;
+}
+
 async function handle(env: Envelope): Promise<unknown> {
   const m = env.body;
   switch (m.type) {
     case 'init':
       return init(m);
-    case 'open':
-      sequences.set(m.seqId, {
-        params: m,
-        rng: new Rng(m.seed),
-        logits: new SequenceLogits(m.logits ?? {}, m.temperature, spec.eosTokenIds),
-        past: emptyPast(),
-        length: 0,
-      });
-      return null;
-    case 'step':
-      return step(m);
+    case 'start':
+      return theLoop().start(m);
     case 'score':
-      return score(m);
-    case 'close':
-      sequences.delete(m.seqId);
-      return null;
+      // Whole-sequence passes run between two batch steps.
+      return theLoop().exclusive(() => score(m));
+    case 'credit':
+      return theLoop().credit(m.seqId, m.n);
+    case 'feed':
+      return theLoop().feed(m.seqId, m.tokens);
+    case 'iv':
+      return theLoop().setIv(m.seqId, m.iv);
+    case 'stop':
+      return theLoop().stop(m.seqId);
   }
 }
 
-// Messages are handled one at a time, in arrival order: the session is not re-entrant, so
-// concurrent generations interleave step by step in the order their messages arrive.
-let chain: Promise<void> = Promise.resolve();
+// Envelope id 0 is a control message: no reply (its sequence's stream reports any failure).
 parentPort!.on('message', (env: Envelope) => {
-  chain = chain.then(async () => {
-    let reply: Reply;
-    try {
-      const result = await handle(env);
-      reply = { id: env.id, ok: true, result };
-    } catch (e) {
+  void handle(env).then(
+    (result) => {
+      if (env.id !== 0) parentPort!.postMessage({ id: env.id, ok: true, result } satisfies Reply);
+    },
+    (e: unknown) => {
       const err = e as Error;
-      reply = { id: env.id, ok: false, error: { message: err.message, userError: isUserError(e), stack: err.stack } };
-    }
-    parentPort!.postMessage(reply);
-  });
+      if (env.id === 0) return;
+      const reply: Reply = { id: env.id, ok: false, error: { message: err.message, userError: isUserError(e), stack: err.stack } };
+      parentPort!.postMessage(reply);
+    },
+  );
 });

@@ -266,7 +266,13 @@ export function buildServer(opts: BuildServerOptions): FastifyInstance {
       bosToken: specialText(engine, engine.tokenizer.bosTokenId),
       eosToken: specialText(engine, engine.tokenizer.eosTokenId),
     });
-    unwire = wireRegistry(registry, telemetry);
+    const unwireRegistry = wireRegistry(registry, telemetry);
+    // Engine batch metrics (batch size, KV bytes, steps) straight from the engine's step events.
+    const offStep = engine.onStep?.((st) => telemetry.engineStep?.(st));
+    unwire = () => {
+      unwireRegistry();
+      offStep?.();
+    };
     // Browsers cannot set headers on a WebSocket upgrade, so the admin token may come as ?token=.
     if (telemetry.attachWebSocket) {
       // The hub's listener takes over upgrades (and serves the non-monitor ones as plain requests).

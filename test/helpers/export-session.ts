@@ -65,11 +65,14 @@ export function feedsFor(
       [1, n],
     ),
     [IO.logitsToKeep]: int64([opts.keep ?? 0], [1]),
+    // Per-row interventions: [batch, d_mlp], one row here.
     [IO.neuronScale]: new ort.Tensor('float32', opts.scale ?? new Float32Array(spec.dMlp).fill(1), [
+      1,
       spec.dMlp,
     ]),
-    [IO.neuronShift]: new ort.Tensor('float32', opts.shift ?? new Float32Array(spec.dMlp), [spec.dMlp]),
+    [IO.neuronShift]: new ort.Tensor('float32', opts.shift ?? new Float32Array(spec.dMlp), [1, spec.dMlp]),
     use_cache_branch: new ort.Tensor('bool', [true], [1]),
+    [IO.unigramLogProb]: new ort.Tensor('float32', new Float32Array(spec.vocabSize), [spec.vocabSize]),
   };
   for (let l = 0; l < spec.nLayers; l++) {
     for (const name of [IO.pastKey(l), IO.pastValue(l)]) {

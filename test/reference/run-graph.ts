@@ -80,12 +80,15 @@ export class GraphRunner {
       feeds[IO.pastValue(l)] = req.past?.values[l] ?? emptyKv();
     }
     if (this.instrumented) {
-      feeds[IO.neuronScale] = new ort.Tensor('float32', req.scale ?? new Float32Array(spec.dMlp).fill(1), [
-        spec.dMlp,
-      ]);
-      feeds[IO.neuronShift] = new ort.Tensor('float32', req.shift ?? new Float32Array(spec.dMlp), [
-        spec.dMlp,
-      ]);
+      // Per-row interventions ([batch, d_mlp]): the request's one row applies to every row.
+      const rows = (v: Float32Array) => {
+        const out = new Float32Array(batch * spec.dMlp);
+        for (let b = 0; b < batch; b++) out.set(v, b * spec.dMlp);
+        return new ort.Tensor('float32', out, [batch, spec.dMlp]);
+      };
+      feeds[IO.neuronScale] = rows(req.scale ?? new Float32Array(spec.dMlp).fill(1));
+      feeds[IO.neuronShift] = rows(req.shift ?? new Float32Array(spec.dMlp));
+      feeds[IO.unigramLogProb] = new ort.Tensor('float32', new Float32Array(spec.vocabSize), [spec.vocabSize]);
     }
     const out = await this.session.run(feeds);
     const f32 = (name: string) => (out[name] ? Float32Array.from(out[name].data as Float32Array) : undefined);

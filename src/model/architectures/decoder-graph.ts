@@ -18,12 +18,13 @@ import {
   applyRope,
   attentionBias,
   linear,
+  builderEmitter,
   norm,
-  normScale,
   ropeTables,
   type RopeTables,
 } from './graph-ops.ts';
 import { ropeInverseFrequencies } from './rope.ts';
+import { finalNormScale, interveneRows, signalHead, SIGNAL_TOP_K } from '../onnx/last-layer-hook.ts';
 import { transpose, type DecoderWeights, type LayerWeights } from './weights.ts';
 
 export interface DecoderGraphOptions {
@@ -64,10 +65,11 @@ export function buildDecoderGraph(
   const logitsToKeep = g.input(IO.logitsToKeep, DataType.INT64, [1]);
   const intervention: [string, string] | null = opts.instrument
     ? [
-        g.input(IO.neuronScale, DataType.FLOAT, [spec.dMlp]),
-        g.input(IO.neuronShift, DataType.FLOAT, [spec.dMlp]),
+        g.input(IO.neuronScale, DataType.FLOAT, [BATCH, spec.dMlp]),
+        g.input(IO.neuronShift, DataType.FLOAT, [BATCH, spec.dMlp]),
       ]
     : null;
+  if (opts.instrument) g.input(IO.unigramLogProb, DataType.FLOAT, [V]);
 
   // Embeddings.
   let unembedding: string;
@@ -98,7 +100,7 @@ export function buildDecoderGraph(
     x = decoderLayer(g, shared, l, w.layers[l]!, x, past[l]!, residualOut);
   }
 
-  if (opts.instrument) normScale(g, x, spec.normType, spec.normEps, IO.finalNormScale);
+  if (opts.instrument) finalNormScale(builderEmitter(g), x, spec.normType, spec.normEps, IO.finalNormScale);
   // Slice BEFORE the final norm and the [d, vocab] MatMul: during decoding only the last row
   // is needed, and the unembedding is the largest MatMul of small models. keep = 0 slices from
   // -0 = 0, i.e. keeps everything, which is also what logits_to_keep=0 means in transformers.
@@ -106,6 +108,7 @@ export function buildDecoderGraph(
   const kept = g.node('Slice', [x, start, g.int64([Number.MAX_SAFE_INTEGER]), g.int64([1])]);
   const normed = norm(g, kept, w.finalNorm(), spec.normType, spec.normEps, 'final_norm');
   g.node('MatMul', [normed, unembedding], {}, IO.logits);
+  if (opts.instrument) signalHead(builderEmitter(g), IO.logits, V, IO);
 
   g.output(IO.logits, DataType.FLOAT, [BATCH, 'logits_to_keep', V]);
   for (let l = 0; l <= last; l++) {
@@ -116,6 +119,10 @@ export function buildDecoderGraph(
     g.output(IO.mlpAct, DataType.FLOAT, [BATCH, SEQ, spec.dMlp]);
     g.output(IO.finalNormScale, DataType.FLOAT, [BATCH, SEQ]);
     g.output(IO.finalResidual, DataType.FLOAT, [BATCH, SEQ, d]);
+    for (const name of [IO.logSumExp, IO.entropy, IO.unigramKl]) g.output(name, DataType.DOUBLE, [BATCH, 'logits_to_keep', 1]);
+    const k = Math.min(SIGNAL_TOP_K, V);
+    g.output(IO.topLogprobs, DataType.DOUBLE, [BATCH, 'logits_to_keep', k]);
+    g.output(IO.topIds, DataType.INT64, [BATCH, 'logits_to_keep', k]);
   }
 }
 
@@ -236,7 +243,7 @@ function mlp(g: GraphBuilder, s: Shared, l: number, w: LayerWeights, h: string):
   }
   if (s.intervention && l === s.spec.nLayers - 1) {
     const [scale, shift] = s.intervention;
-    act = g.node('Add', [g.node('Mul', [act, scale]), shift], {}, IO.mlpAct);
+    act = interveneRows(builderEmitter(g), act, scale, shift, IO.mlpAct);
   }
   return linear(g, act, w.mlpOut(), `${name}.out`, dMlp, d);
 }

@@ -8,6 +8,7 @@ import type { GraphBuilder } from '../onnx/graph-builder.ts';
 import { DataType } from '../onnx/proto.ts';
 import type { LinearWeights, NormWeights } from './weights.ts';
 import { emitMatMul } from './weight-emission.ts';
+import type { OpEmitter } from '../onnx/last-layer-hook.ts';
 
 /** x @ W (+ b), W stored as one [in, out] weight in the dtype the builder's policy picks. */
 export function linear(
@@ -44,16 +45,20 @@ export function norm(
 }
 
 /**
- * The per-position scale the final norm divides by, as [batch, seq]: sqrt(var(x) + eps) for
- * LayerNorm, sqrt(mean(x^2) + eps) for RMSNorm.
+ * The GraphBuilder seen through the hook's OpEmitter (onnx/last-layer-hook.ts), so the builder
+ * and the export surgery emit the same last-layer instrumentation. The builder writes opset 17,
+ * where ReduceMean still takes its axes as an attribute.
  */
-export function normScale(g: GraphBuilder, x: string, type: NormType, eps: number, out: string): string {
-  let centered = x;
-  if (type === 'layernorm') {
-    centered = g.node('Sub', [x, g.node('ReduceMean', [x], { axes: [-1], keepdims: 1 })]);
-  }
-  const meanSquare = g.node('ReduceMean', [g.node('Mul', [centered, centered])], { axes: [-1], keepdims: 0 });
-  return g.node('Sqrt', [g.node('Add', [meanSquare, g.float(eps)])], {}, out);
+export function builderEmitter(g: GraphBuilder): OpEmitter {
+  return {
+    opset: 17,
+    op: (opType, inputs, out, attrs) => g.node(opType, inputs, attrs ?? {}, out),
+    opN: (opType, inputs, n, attrs, outs) => g.nodeN(opType, inputs, n, attrs ?? {}, outs),
+    int64s: (values) => g.int64(values),
+    float: (value) => g.float(value),
+    reduceMeanLastAxis: (x, keepdims) => g.node('ReduceMean', [x], { axes: [-1], keepdims: keepdims ? 1 : 0 }),
+    unsqueeze: (x, axes) => g.node('Unsqueeze', [x, g.int64(axes)]),
+  };
 }
 
 export function activation(g: GraphBuilder, x: string, kind: Activation): string {

@@ -17,7 +17,7 @@ import { setWeightEmission, type WeightDtype } from './weight-emission.ts';
  * Bumped whenever the graphs built from the same checkpoint change (layout, ops, IO), so that
  * cached graphs from older builders are not reused.
  */
-export const GRAPH_BUILDER_VERSION = 1;
+export const GRAPH_BUILDER_VERSION = 4;
 
 export const MODEL_FILE = 'model.onnx';
 export const DATA_FILE = 'model.onnx.data';

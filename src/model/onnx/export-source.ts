@@ -25,7 +25,7 @@ import { writeCacheDir } from '../cache-entry.ts';
 import { contentKey, modelIdentity, type ModelIdentity } from '../identity.ts';
 
 /** Bump when the surgery's output changes, so cached graphs from older code are not reused. */
-export const SURGERY_VERSION = 1;
+export const SURGERY_VERSION = 4;
 
 /** Where Optimum and transformers.js put the decoder graph, in order of preference. */
 const MODEL_FILES = [

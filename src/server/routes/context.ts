@@ -37,7 +37,7 @@ export type ServerTelemetry = Pick<
   Telemetry,
   'setQueue' | 'requestRejected' | 'requestStarted' | 'interventionChanged'
 > &
-  Partial<Pick<Telemetry, 'registry' | 'attachWebSocket' | 'close' | 'fieldsIgnored'>>;
+  Partial<Pick<Telemetry, 'registry' | 'attachWebSocket' | 'close' | 'fieldsIgnored' | 'engineStep'>>;
 
 /** Everything that exists only once the model is loaded. */
 export interface ReadyServices {

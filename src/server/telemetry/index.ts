@@ -5,6 +5,7 @@
 import type { IncomingMessage, Server } from 'node:http';
 import type { Tracer } from '@opentelemetry/api';
 import { Registry } from 'prom-client';
+import type { EngineStepStats } from '../../runtime/types.ts';
 import type { StoredIntervention } from '../../monitor/interventions.ts';
 import { interventionEvent } from './events.ts';
 import { createMetrics, initialiseSeries, type SidecarMetrics } from './metrics.ts';
@@ -114,6 +115,14 @@ export class Telemetry {
       if (this.ownsTracing)
         opts.logger?.info({ tracing: 'otlp' }, 'OpenTelemetry trace export enabled from OTEL_* environment');
     }
+  }
+
+  /** One engine batch step: batch size, KV cache bytes, step count. */
+  engineStep(s: EngineStepStats): void {
+    const model = this.opts.model;
+    this.metrics.engineBatchSize.observe({ model }, s.batch);
+    this.metrics.engineKvCacheBytes.set({ model }, s.kvBytes);
+    this.metrics.engineSteps.inc({ model });
   }
 
   setQueue(running: number, waiting: number): void {

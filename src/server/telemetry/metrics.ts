@@ -116,6 +116,22 @@ export const METRIC_DEFINITIONS = {
     'Generated tokens during which at least one intervention was applied.',
     ['model'],
   ),
+  engineBatchSize: def(
+    'llm_engine_batch_size',
+    'histogram',
+    'Sequences advanced by each forward pass of the engine (continuous batching).',
+    ['model'],
+    [1, 2, 4, 8, 12, 16, 24, 32, 64],
+  ),
+  engineKvCacheBytes: def(
+    'llm_engine_kv_cache_bytes',
+    'gauge',
+    'Bytes held by KV caches after the latest engine step (batch padding included).',
+    ['model'],
+  ),
+  engineSteps: def('llm_engine_steps_total', 'counter', 'Engine forward passes (rate() gives steps per second).', [
+    'model',
+  ]),
   wsSubscribers: def('llm_ws_subscribers', 'gauge', 'Open WebSocket monitor subscriptions.', ['model']),
   wsEventsDropped: def(
     'llm_ws_events_dropped_total',
@@ -180,6 +196,8 @@ export function initialiseSeries(m: SidecarMetrics, model: string): void {
   m.generatedTokens.inc({ model }, 0);
   m.intervenedTokens.inc({ model }, 0);
   m.wsEventsDropped.inc({ model }, 0);
+  m.engineSteps.inc({ model }, 0);
+  m.engineKvCacheBytes.set({ model }, 0);
   for (const endpoint of ['completions', 'chat_completions']) {
     m.requests.inc({ model, endpoint, outcome: 'success' }, 0);
     m.ignoredFields.inc({ model, endpoint }, 0);
