@@ -2,6 +2,7 @@
 // needing what a test cannot have), the OpenAI SDK snippet runs against the server `npm start`
 // starts, and the neuron addresses it calls planted are the demo model's planted ones.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { waitFor } from './helpers/wait.ts';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -126,14 +127,12 @@ describe('README command lines', () => {
         server.on('exit', () => rej(new Error(`npm start exited:\n${buf}`)));
       });
       // Ready once /readyz says so (the model loads after the server listens).
-      for (let i = 0; i < 600; i++) {
-        const ok = await fetch(`http://127.0.0.1:${port}/readyz`).then(
-          (r) => r.ok,
-          () => false,
-        );
-        if (ok) break;
-        await new Promise((r) => setTimeout(r, 200));
-      }
+      await waitFor(
+        () => fetch(`http://127.0.0.1:${port}/readyz`).then((r) => r.ok, () => false),
+        'the server to load the model (/readyz 200)',
+        120_000,
+        200,
+      );
     }, 240_000);
     afterAll(async () => {
       server?.kill('SIGTERM');
@@ -149,11 +148,12 @@ describe('README command lines', () => {
       let out = '';
       ws.stdout!.on('data', (d) => (out += String(d)));
       // Wait until it is connected (the hub counts subscribers in /metrics).
-      for (let i = 0; i < 300; i++) {
-        const m = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
-        if (/llm_ws_subscribers\{[^}]*\} [1-9]/.test(m)) break;
-        await new Promise((r) => setTimeout(r, 100));
-      }
+      await waitFor(
+        async () => /llm_ws_subscribers\{[^}]*\} [1-9]/.test(await (await fetch(`http://127.0.0.1:${port}/metrics`)).text()),
+        'the README\'s WebSocket client to connect',
+        30_000,
+        100,
+      );
       for (const q of lines.filter((l) => QUERY.test(l))) {
         const r = spawnSync('bash', ['-c', at(q)], { encoding: 'utf8', timeout: 60_000 });
         expect(r.status, `${q}\n${r.stderr}`).toBe(0);

@@ -17,7 +17,7 @@ import { IO, type ModelSpec } from '../model/types.ts';
 import { UserError } from '../errors.ts';
 import { KvBatch, emptyOwn, type KvShape, type RowSource } from './kv-batch.ts';
 import { Rng } from './sampling.ts';
-import { SequenceLogits } from './logits-processors.ts';
+import { sequenceLogitsFor } from './logits-processors.ts';
 import { rowFromGraph, rowFromLogits, type Row } from './row-results.ts';
 import { SIGNAL_TOP_K } from '../model/onnx/last-layer-hook.ts';
 import type { IvUpdate, StartMessage, StepResult, StepStats, WorkerEvent } from './protocol.ts';
@@ -77,7 +77,7 @@ export class BatchLoop {
       id: m.seqId,
       mode: m.mode,
       sampler: { params: { temperature: m.temperature, topK: m.topK, topP: m.topP }, rng: new Rng(m.seed) },
-      logits: m.mode === 'generate' ? seqLogits(m, this.c.spec.eosTokenIds) : null,
+      logits: m.mode === 'generate' ? sequenceLogitsFor(m.logits, m.temperature, this.c.spec.eosTokenIds, m.prompt) : null,
       topLogprobs: m.topLogprobs,
       maxTokens: m.maxTokens,
       eos: new Set(m.eos),
@@ -390,12 +390,4 @@ function pastName(i: number): string {
 
 function presentName(i: number): string {
   return i % 2 === 0 ? IO.presentKey(i >> 1) : IO.presentValue(i >> 1);
-}
-
-/** A generating row's adjustment state, fed the prompt; null when the request asks for none. */
-function seqLogits(m: StartMessage, eosTokenIds: number[]): SequenceLogits | null {
-  const l = new SequenceLogits(m.logits ?? {}, m.temperature, eosTokenIds);
-  if (!l.adjusts) return null;
-  l.observe(m.prompt);
-  return l;
 }

@@ -180,3 +180,16 @@ export class SequenceLogits {
     return row;
   }
 }
+
+/** A generating sequence's adjustment state, fed its prompt; null when the request asks for none. */
+export function sequenceLogitsFor(
+  p: LogitsParams | undefined,
+  temperature: number,
+  eosTokenIds: number[],
+  prompt: number[],
+): SequenceLogits | null {
+  const l = new SequenceLogits(p ?? {}, temperature, eosTokenIds);
+  if (!l.adjusts) return null;
+  l.observe(prompt);
+  return l;
+}
