@@ -88,6 +88,18 @@ function feedRound(): void {
       outcome === 'error' ? new Error('synthetic failure') : undefined,
     );
   }
+  // The engine's batch steps, as the batched worker reports them (batch sizes 1..8).
+  for (let step = 0; step < 40; step++) {
+    const batch = 1 + Math.floor(8 * rand());
+    telemetry.engineStep({
+      batch,
+      kvBytes: batch * 64 * 4096,
+      kvReservedBytes: batch * 128 * 4096,
+      running: batch,
+      waiting: Math.floor(2 * rand()),
+      runS: 0.01 + 0.02 * rand(),
+    });
+  }
   telemetry.interventionChanged('removed', iv);
   telemetry.interventionChanged('created', { ...iv, id: `${iv.id}-kept` });
   telemetry.requestRejected('completions', 'rejected_queue_full');

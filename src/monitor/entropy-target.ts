@@ -162,6 +162,11 @@ export class InterventionSession {
     for (const c of this.controllers.values()) c.observe(t);
   }
 
+  /** Whether a confidence target is steering this generation (its engine runs in lockstep then). */
+  get feedback(): boolean {
+    return this.controllers.size > 0;
+  }
+
   /** The controller of one target (diagnostics, tests). */
   controller(id: string): EntropyController | undefined {
     return this.controllers.get(id);

@@ -166,6 +166,11 @@ export class OnnxEngine implements Engine, CalibrationEngine {
       ...(params.logits?.stopTokenIds ?? []),
     ]);
     const iv = new IvTracker(req.interventions, this.spec.dMlp);
+    const firstIv = iv.poll()!;
+    // Lockstep (no lookahead) while the interventions are a feedback loop on the tokens' own records
+    // (confidence targets): token k+1 is computed only after the consumer has seen token k.
+    const lockstep = () => req.lockstep?.() === true;
+    let outstanding = lockstep() ? 1 : CREDIT_WINDOW;
     const { seqId, stream } = this.openStream(iv);
     try {
       await this.worker.start({
@@ -181,8 +186,8 @@ export class OnnxEngine implements Engine, CalibrationEngine {
         ...(params.logits ? { logits: params.logits } : {}),
         maxTokens: params.maxTokens,
         eos: [...eos],
-        credit: CREDIT_WINDOW,
-        iv: iv.poll()!,
+        credit: outstanding,
+        iv: firstIv,
       });
     } catch (e) {
       this.streams.delete(seqId);
@@ -207,8 +212,12 @@ export class OnnxEngine implements Engine, CalibrationEngine {
         }
         const r = await stream.next(req.signal);
         if (r === null) continue; // aborted while waiting: the check above ends the loop
+        outstanding--;
         // Taking a result is the consumer pulling: give the worker room for more.
-        if (++pulled % CREDIT_BATCH === 0) this.worker.control({ type: 'credit', seqId, n: CREDIT_BATCH });
+        if (!lockstep() && ++pulled % CREDIT_BATCH === 0) {
+          this.worker.control({ type: 'credit', seqId, n: CREDIT_BATCH });
+          outstanding += CREDIT_BATCH;
+        }
         const upd = iv.poll();
         if (upd) this.worker.control({ type: 'iv', seqId, iv: upd });
         if (firstTokenAt === null) firstTokenAt = performance.now();
@@ -255,6 +264,16 @@ export class OnnxEngine implements Engine, CalibrationEngine {
         if (stopped) {
           finish = 'stop';
           break;
+        }
+        if (lockstep()) {
+          // The consumer is back for the next token, so it has seen this one: the interventions it
+          // implies go to the worker before the one step of credit that computes the next token.
+          const next = iv.poll();
+          if (next) this.worker.control({ type: 'iv', seqId, iv: next });
+          if (outstanding <= 0) {
+            this.worker.control({ type: 'credit', seqId, n: 1 });
+            outstanding = 1;
+          }
         }
       }
       // Ended by EOS or abort: anything held back (an incomplete character, a possible stop

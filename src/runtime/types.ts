@@ -66,6 +66,11 @@ export interface GenerateRequest {
    * worker runs after it, and every token's record lists the interventions actually applied to it.
    */
   interventions?: () => NeuronIntervention[];
+  /**
+   * True while the interventions depend on the tokens' own records (a confidence target): the
+   * sequence then runs without lookahead, so a change made after token k applies to token k+1.
+   */
+  lockstep?: () => boolean;
   signal?: AbortSignal;
 }
 

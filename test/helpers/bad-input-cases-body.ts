@@ -190,7 +190,7 @@ for (const [field, value, code] of [
   ['messages', [{ role: 'tool', content: 'x' }], 'unsupported_parameter'],
   ['messages', [{ role: 'user', content: 'x', extra: 1 }], 'unknown_parameter'],
   ['tools', [{ type: 'function' }], 'unsupported_parameter'],
-  ['n', 2, 'unsupported_parameter'],
+  ['n', 9, 'invalid_value'], // above the default --max-n (8)
 ] as const) {
   add(
     `chat ${field}=${JSON.stringify(value).slice(0, 60)}`,

@@ -143,7 +143,7 @@ for (const path of [
   '/v2/completions',
   '/v1/completion',
   '/v1/completions/extra',
-  '/',
+  '/console/nope.js', // GET / is the operator console
   '/v1',
   '/v1/models/x/y',
   '/.env',

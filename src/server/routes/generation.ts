@@ -200,6 +200,7 @@ async function generate(
         promptIds: plan.promptIds,
         params: choiceParams(plan.params, i),
         interventions: () => session.interventions(),
+        lockstep: () => session.feedback,
         signal: inner.signal,
       }),
     );
