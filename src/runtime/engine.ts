@@ -23,7 +23,8 @@ import { compileInterventions } from '../monitor/interventions.ts';
 import { RepeatTracker } from '../monitor/repeat.ts';
 import { StopMatcher } from './stop-matcher.ts';
 import type { InferenceWorker } from './worker-client.ts';
-import type { InitResult, StepStats, WorkerEvent } from './protocol.ts';
+import type { InitResult, StepResult, StepStats, WorkerEvent } from './protocol.ts';
+import type { TokenSignals } from '../monitor/token-record.ts';
 import { CREDIT_BATCH, CREDIT_WINDOW, IvTracker, SeqStream } from './seq-stream.ts';
 import { UserError } from '../errors.ts';
 import { openScoringSession } from './scoring-session.ts';
@@ -146,6 +147,24 @@ export class OnnxEngine implements Engine, CalibrationEngine {
     return { entropy, frequency };
   }
 
+  /**
+   * The signal fields of a token record, from the worker's result for the step that produced (or
+   * scored) the token: one derivation for generated and shadow tokens alike.
+   */
+  stepSignals(r: StepResult, ivIds: string[]): Omit<TokenSignals, 'repeat'> & { logprob: number } {
+    const neurons = this.splitWatched(r.watched);
+    return {
+      logprob: r.logprob,
+      entropy: r.entropy,
+      top1Prob: r.top1Prob,
+      normScale: r.normScale,
+      entropyNeurons: neurons.entropy,
+      frequencyNeurons: neurons.frequency,
+      ...(r.unigramKl !== null ? { unigramKl: r.unigramKl } : {}),
+      interventions: ivIds,
+    };
+  }
+
   async *generate(req: GenerateRequest): AsyncGenerator<GeneratedToken, GenerationSummary> {
     const { params } = req;
     this.checkIds(req.promptIds);
@@ -234,21 +253,13 @@ export class OnnxEngine implements Engine, CalibrationEngine {
         const { emit, stopped } = stops.push(delta);
         const tokenText = last && !stopped ? emit + stops.flush() : emit;
         text += tokenText;
-        const neurons = this.splitWatched(r.watched);
         const token: GeneratedToken = {
           source: 'local',
           index: completion - 1,
           tokenId: r.tokenId,
           text: tokenText,
-          logprob: r.logprob,
-          entropy: r.entropy,
-          top1Prob: r.top1Prob,
-          normScale: r.normScale,
-          entropyNeurons: neurons.entropy,
-          frequencyNeurons: neurons.frequency,
-          ...(r.unigramKl !== null ? { unigramKl: r.unigramKl } : {}),
+          ...this.stepSignals(r, iv.idsFor(r.ivVersion)),
           repeat: rep,
-          interventions: iv.idsFor(r.ivVersion),
           ...(r.adjustments.length > 0 ? { adjustments: r.adjustments } : {}),
           ...(params.topLogprobs > 0
             ? {

@@ -60,7 +60,6 @@ opts: { interventions?: () => NeuronIntervention[] },
     const out: TokenRecord[] = [];
     for (const tokenId of tokenIds) {
       const r = (await stream.next())!;
-      const neurons = host.splitWatched(r.watched);
       // The record of a token carries the distribution that predicted it; repeat is the
       // suffix match ending at the token itself (as in generate).
       out.push({
@@ -68,15 +67,8 @@ opts: { interventions?: () => NeuronIntervention[] },
         index: completion++,
         tokenId,
         text: decoder.push(tokenId),
-        logprob: r.logprob,
-        entropy: r.entropy,
-        top1Prob: r.top1Prob,
-        normScale: r.normScale,
-        entropyNeurons: neurons.entropy,
-        frequencyNeurons: neurons.frequency,
-        ...(r.unigramKl !== null ? { unigramKl: r.unigramKl } : {}),
+        ...host.stepSignals(r, iv.idsFor(r.ivVersion)),
         repeat: repeat.push(tokenId),
-        interventions: iv.idsFor(r.ivVersion),
       });
     }
     return out;
