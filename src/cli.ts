@@ -7,6 +7,7 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import { isUserError } from './errors.ts';
+import { outputClosed } from './commands/output.ts';
 import { generateCommand, scoreCommand } from './commands/generate.ts';
 import { demoModelCommand } from './commands/demo-model.ts';
 import { analyzeCommand, countUnigramsCommand } from './commands/analyze.ts';
@@ -122,8 +123,11 @@ export function buildProgram(state: { command: string } = { command: PROGRAM }):
 function endQuietlyOnEpipe(): void {
   for (const stream of [process.stdout, process.stderr]) {
     stream.on('error', (e: NodeJS.ErrnoException) => {
-      if (e.code === 'EPIPE') process.exit(0);
-      throw e;
+      if (e.code !== 'EPIPE' && !outputClosed.signal.aborted) throw e;
+      // Not process.exit(): the inference worker may be inside onnxruntime, and tearing the process
+      // down under it can kill it with a signal. The command stops generating (it watches
+      // outputClosed) and closes the engine, and the process ends with 0.
+      outputClosed.abort();
     });
   }
 }

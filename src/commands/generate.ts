@@ -2,6 +2,7 @@
 
 import { readFileSync } from 'node:fs';
 import { InvalidInputError } from '../errors.ts';
+import { outputClosed } from './output.ts';
 import type { GeneratedToken, ScoredPosition } from '../runtime/types.ts';
 import type { LogitsParams } from '../runtime/logits-processors.ts';
 import { signalsJson, tokenRecordJson, type TokenRecordJson } from '../monitor/token-record.ts';
@@ -110,7 +111,12 @@ export async function runGenerate(values: Record<string, unknown>): Promise<void
     registerCliInterventions(registry, values.intervene as string[] | undefined);
     const promptIds = engine.encode(prompt);
     const json = values.json === true;
-    const it = engine.generate({ promptIds, params, interventions: () => registry.activeFor() });
+    const it = engine.generate({
+      promptIds,
+      params,
+      interventions: () => registry.activeFor(),
+      signal: outputClosed.signal,
+    });
     let r = await it.next();
     while (!r.done) {
       if (json) process.stdout.write(JSON.stringify(tokenJson(r.value)) + '\n');
@@ -118,6 +124,7 @@ export async function runGenerate(values: Record<string, unknown>): Promise<void
       r = await it.next();
     }
     const s = r.value;
+    if (outputClosed.signal.aborted) return; // nobody reads the summary
     if (json) {
       process.stdout.write(
         JSON.stringify({

@@ -51,6 +51,8 @@ export class BatchLoop {
   private reservedBytes = 0;
   private wake: (() => void) | null = null;
   private ivCache: { key: string; scale: ort.Tensor; shift: ort.Tensor } | null = null;
+  private closing: Promise<void> | null = null;
+  private stopped: (() => void) | null = null;
 
   constructor(private readonly c: LoopConfig) {
     const { spec } = c;
@@ -139,8 +141,19 @@ export class BatchLoop {
     w?.();
   }
 
+  /** Ends the loop after the step in flight: no native call is running once this resolves. */
+  shutdown(): Promise<void> {
+    this.closing ??= new Promise<void>((resolve) => (this.stopped = resolve));
+    this.poke();
+    return this.closing;
+  }
+
   private async run(): Promise<void> {
     for (;;) {
+      if (this.closing) {
+        this.stopped?.();
+        return;
+      }
       let worked = false;
       try {
         worked = await this.iteration();

@@ -131,7 +131,12 @@ export interface ScoreResult {
   residual: Float32Array | null;
 }
 
-export type Request = InitMessage | StartMessage | ScoreMessage | ControlMessage;
+/** Stop the batch loop after the step in flight and release the session (before the thread ends). */
+export interface ShutdownMessage {
+  type: 'shutdown';
+}
+
+export type Request = InitMessage | StartMessage | ScoreMessage | ControlMessage | ShutdownMessage;
 
 export interface Envelope {
   id: number;

@@ -24,6 +24,9 @@ function workerUrl(): URL {
   return new URL(fromSource ? './worker-from-source.mjs' : './worker.js', import.meta.url);
 }
 
+/** How long close() waits for the step in flight (a long prefill) before it terminates the thread. */
+const SHUTDOWN_WAIT_MS = 30_000;
+
 export class InferenceWorker {
   private worker: Worker;
   private nextId = 1;
@@ -93,7 +96,18 @@ export class InferenceWorker {
   score(m: Omit<ScoreMessage, 'type'>): Promise<ScoreResult> {
     return this.call({ type: 'score', ...m });
   }
+  /** Stops the worker's loop and releases its session, then ends the thread. */
   async terminate(): Promise<void> {
+    if (!this.dead) {
+      const gave = await Promise.race([
+        this.call({ type: 'shutdown' }).then(
+          () => true,
+          () => false,
+        ),
+        new Promise<boolean>((r) => setTimeout(() => r(false), SHUTDOWN_WAIT_MS).unref()),
+      ]);
+      if (!gave) process.emitWarning('the inference worker did not stop in time; terminating it');
+    }
     await this.worker.terminate();
   }
 }

@@ -169,6 +169,13 @@ async function handle(env: Envelope): Promise<unknown> {
       return theLoop().setIv(m.seqId, m.iv);
     case 'stop':
       return theLoop().stop(m.seqId);
+    case 'shutdown':
+      // Terminating the thread while onnxruntime runs aborts the process (a Napi::Error escapes
+      // native code): let the step in flight finish, then release the session.
+      await loop?.shutdown();
+      await session?.release();
+      session = null;
+      return null;
   }
 }
 
