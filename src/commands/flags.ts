@@ -81,7 +81,7 @@ export const MODEL_FLAGS: Flag[] = [
     type: 'integer',
     min: 1,
     env: envOf('intra-op-threads'),
-    help: "onnxruntime's threads inside one operator; default: half the cores (the rest serve HTTP and sampling)",
+    help: "onnxruntime's threads inside one operator; default: every core (1 can be faster for tiny models on a busy host)",
   },
   {
     name: 'catalogue',

@@ -43,14 +43,15 @@ export const DEFAULT_MAX_BATCH = 16;
 export const DEFAULT_MAX_PREFILL_TOKENS = 256;
 
 /**
- * onnxruntime intra-op threads when --intra-op-threads is not given: half the cores (at least one).
- * The process also runs the HTTP server, the SSE/WebSocket encoding and the worker's sampling, which
- * all need a core while the forward pass runs, and ORT's threads spin between ops. Measured on the
- * 2-core development machine (shared, loaded): 1 thread decoded the tiny demo model at 58-62 tok/s
- * single-stream and 145-148 tok/s at 16 streams, against 30-31 and 82-96 tok/s with 2 threads.
+ * onnxruntime intra-op threads when --intra-op-threads is not given: every core. Measured on the
+ * 2-core development machine, quiet, GPT-2-small-size demo model (`npm run bench`): 2 threads
+ * decoded a single stream at 31.8 tok/s and 16 streams through the server at 104.8 tok/s, against
+ * 14.7 and 76.0 with 1 thread; the matmuls need both cores and the HTTP/sampling work fits between
+ * steps. (On the tiny demo model, and with the machine loaded by other processes, 1 thread was
+ * faster: 58-62 vs 30-31 tok/s single stream. Small models on busy hosts: pass --intra-op-threads 1.)
  */
 export function defaultIntraOpThreads(): number {
-  return Math.max(1, Math.floor(availableParallelism() / 2));
+  return Math.max(1, availableParallelism());
 }
 
 export async function resolveModelDir(model: string | undefined): Promise<string> {
