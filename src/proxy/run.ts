@@ -4,6 +4,7 @@
 // period, then closes the upstream pool, the telemetry and the engine.
 
 import type { ServerEngine } from '../server/app.ts';
+import { runUntilStopped } from '../server/lifecycle.ts';
 import { buildProxyServer, type ProxyServerOptions } from './app.ts';
 import { shadowTelemetry } from './telemetry.ts';
 
@@ -21,24 +22,6 @@ export interface RunProxyOptions extends Pick<
   signal?: AbortSignal;
 }
 
-function stopRequest(signal?: AbortSignal): { stopped: Promise<string>; dispose: () => void } {
-  const offs: (() => void)[] = [];
-  const stopped = new Promise<string>((resolve) => {
-    for (const name of ['SIGINT', 'SIGTERM'] as const) {
-      const on = () => resolve(name);
-      process.once(name, on);
-      offs.push(() => process.off(name, on));
-    }
-    if (signal) {
-      const on = () => resolve('abort');
-      if (signal.aborted) on();
-      signal.addEventListener('abort', on, { once: true });
-      offs.push(() => signal.removeEventListener('abort', on));
-    }
-  });
-  return { stopped, dispose: () => offs.forEach((off) => off()) };
-}
-
 export async function runProxy(opts: RunProxyOptions): Promise<void> {
   const engine = opts.load ? opts.load() : null;
   // A failed load is reported by the app (fail-open); it must not become an unhandled rejection.
@@ -54,23 +37,10 @@ export async function runProxy(opts: RunProxyOptions): Promise<void> {
     ...(opts.maxPendingTokens ? { maxPendingTokens: opts.maxPendingTokens } : {}),
     ...(opts.shutdownGraceMs !== undefined ? { shutdownGraceMs: opts.shutdownGraceMs } : {}),
   });
-  const stop = stopRequest(opts.signal);
-  let failure: unknown = null;
-  try {
-    const url = await app.listen({ host: opts.host, port: opts.port });
-    opts.onListening?.(url);
-    const reason = await stop.stopped;
-    app.log.info({ reason }, 'shutting down');
-  } catch (e) {
-    failure = e;
-    app.log.error({ err: e }, 'the proxy cannot run');
-  } finally {
-    stop.dispose();
-    await app.close();
+  await runUntilStopped(app, { ...opts, what: 'the proxy' }, async () => {
     await engine?.then(
       (e) => e.close(),
       () => undefined,
     );
-  }
-  if (failure) throw failure;
+  });
 }

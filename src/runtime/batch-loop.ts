@@ -21,6 +21,7 @@ import { sequenceLogitsFor } from './logits-processors.ts';
 import { rowFromGraph, rowFromLogits, type Row } from './row-results.ts';
 import { SIGNAL_TOP_K } from '../model/onnx/last-layer-hook.ts';
 import type { IvUpdate, StartMessage, StepResult, StepStats, WorkerEvent } from './protocol.ts';
+import { InterventionFeeds, int64, pastName, presentName, SIGNAL_OUTPUTS } from './step-feeds.ts';
 
 /** Idle steps after which a row in the batch is moved out (its column costs compute). */
 const PARK_AFTER_IDLE_STEPS = 4;
@@ -50,7 +51,7 @@ export class BatchLoop {
   private readonly jobs: (() => Promise<void>)[] = [];
   private reservedBytes = 0;
   private wake: (() => void) | null = null;
-  private ivCache: { key: string; scale: ort.Tensor; shift: ort.Tensor } | null = null;
+  private readonly iv: InterventionFeeds;
   private closing: Promise<void> | null = null;
   private stopped: (() => void) | null = null;
 
@@ -59,6 +60,7 @@ export class BatchLoop {
     this.shape = { tensors: 2 * spec.nLayers, kvHeads: spec.nKvHeads, headDim: spec.headDim };
     this.bytesPerToken = 2 * spec.nLayers * spec.nKvHeads * spec.headDim * 4;
     this.batch = new KvBatch(this.shape);
+    this.iv = new InterventionFeeds(spec.dMlp);
     void this.run();
   }
 
@@ -203,30 +205,6 @@ export class BatchLoop {
     return r.credit > 0 && r.produced < r.maxTokens;
   }
 
-  private ivRows(rows: Row[]): { scale: ort.Tensor; shift: ort.Tensor } {
-    const d = this.c.spec.dMlp;
-    const key = rows.map((r) => `${r.id}:${r.iv.version}`).join(',');
-    if (this.ivCache?.key === key) return this.ivCache;
-    const scale = new Float32Array(rows.length * d).fill(1);
-    const shift = new Float32Array(rows.length * d);
-    rows.forEach((r, b) => {
-      if (r.iv.scale) scale.set(r.iv.scale, b * d);
-      if (r.iv.shift) shift.set(r.iv.shift, b * d);
-    });
-    this.ivCache = {
-      key,
-      scale: new ort.Tensor('float32', scale, [rows.length, d]),
-      shift: new ort.Tensor('float32', shift, [rows.length, d]),
-    };
-    return this.ivCache;
-  }
-
-  private int64(values: ArrayLike<number>, dims: number[]): ort.Tensor {
-    const out = new BigInt64Array(values.length);
-    for (let i = 0; i < values.length; i++) out[i] = BigInt(values[i]!);
-    return new ort.Tensor('int64', out, dims);
-  }
-
   /** Prompt chunks on the rows' own caches; the last prompt token is left for the batch step. */
   private async prefill(): Promise<boolean> {
     let budget = this.c.maxPrefillTokens;
@@ -237,16 +215,16 @@ export class BatchLoop {
       const n = Math.min(budget, r.toFeed.length - 1);
       const tokens = r.toFeed.slice(0, n);
       const feeds: Record<string, ort.Tensor> = {
-        [IO.inputIds]: this.int64(tokens, [1, n]),
-        [IO.attentionMask]: this.int64(new Array<number>(r.len + n).fill(1), [1, r.len + n]),
-        [IO.positionIds]: this.int64(
+        [IO.inputIds]: int64(tokens, [1, n]),
+        [IO.attentionMask]: int64(new Array<number>(r.len + n).fill(1), [1, r.len + n]),
+        [IO.positionIds]: int64(
           tokens.map((_, i) => r.len + i),
           [1, n],
         ),
-        [IO.logitsToKeep]: this.int64([1], [1]),
+        [IO.logitsToKeep]: int64([1], [1]),
       };
       for (let i = 0; i < this.shape.tensors; i++) feeds[pastName(i)] = r.own.tensors[i]!;
-      if (this.c.instrumented) Object.assign(feeds, this.ivFeeds(this.ivRows([r])), { [IO.unigramLogProb]: this.c.unigram });
+      if (this.c.instrumented) Object.assign(feeds, this.iv.feeds([r]), { [IO.unigramLogProb]: this.c.unigram });
       const fetches = Array.from({ length: this.shape.tensors }, (_, i) => presentName(i));
       let out: ort.InferenceSession.OnnxValueMapType;
       try {
@@ -257,7 +235,7 @@ export class BatchLoop {
         this.release(r);
         continue;
       } finally {
-        this.ivCache = null;
+        this.iv.forget();
       }
       if (r.stopped) continue;
       r.own = { tensors: fetches.map((f) => out[f]!), len: r.len + n };
@@ -267,10 +245,6 @@ export class BatchLoop {
       worked = true;
     }
     return worked;
-  }
-
-  private ivFeeds(iv: { scale: ort.Tensor; shift: ort.Tensor }): Record<string, ort.Tensor> {
-    return { [IO.neuronScale]: iv.scale, [IO.neuronShift]: iv.shift };
   }
 
   /** Joins, leaves, parking and compaction, in one copy. */
@@ -310,19 +284,19 @@ export class BatchLoop {
       if (r.len + 1 > spec.maxPositions) throw new UserError(`context length exceeded: the model allows ${spec.maxPositions}`);
     }
     const feeds: Record<string, ort.Tensor> = {
-      [IO.inputIds]: this.int64(
+      [IO.inputIds]: int64(
         rows.map((r, b) => (active[b] ? r.toFeed[0]! : 0)),
         [B, 1],
       ),
       [IO.attentionMask]: this.batch.stepMask(active),
-      [IO.positionIds]: this.int64(
+      [IO.positionIds]: int64(
         rows.map((r) => r.len),
         [B, 1],
       ),
-      [IO.logitsToKeep]: this.int64([1], [1]),
+      [IO.logitsToKeep]: int64([1], [1]),
     };
     for (let i = 0; i < this.shape.tensors; i++) feeds[pastName(i)] = this.batch.past[i]!;
-    if (instrumented) Object.assign(feeds, this.ivFeeds(this.ivRows(rows)), { [IO.unigramLogProb]: this.c.unigram });
+    if (instrumented) Object.assign(feeds, this.iv.feeds(rows), { [IO.unigramLogProb]: this.c.unigram });
     // The versions this step runs under: a control message may change a row's interventions while
     // session.run is awaited, and a result must name what was actually applied.
     const versions = rows.map((r) => r.iv.version);
@@ -392,15 +366,4 @@ export class BatchLoop {
     this.batchRows = [];
     this.batch.rebuild([]);
   }
-}
-
-const SIGNAL_OUTPUTS = [IO.logSumExp, IO.entropy, IO.unigramKl, IO.topLogprobs, IO.topIds];
-
-/** Cache tensors in IO order: key then value of each layer. */
-function pastName(i: number): string {
-  return i % 2 === 0 ? IO.pastKey(i >> 1) : IO.pastValue(i >> 1);
-}
-
-function presentName(i: number): string {
-  return i % 2 === 0 ? IO.presentKey(i >> 1) : IO.presentValue(i >> 1);
 }

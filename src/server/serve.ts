@@ -6,6 +6,7 @@
 import type { Catalogue } from '../monitor/catalogue.ts';
 import type { InterventionRegistry } from '../monitor/interventions.ts';
 import { buildServer, type ServerEngine } from './app.ts';
+import { runUntilStopped } from './lifecycle.ts';
 import { startInterventionSources, type InterventionSourcesOptions } from './interventions-state.ts';
 import type { UnknownFields } from './routes/context.ts';
 import { Telemetry } from './telemetry/index.ts';
@@ -56,29 +57,6 @@ function secret(option: string | null | undefined, env: string | undefined): str
   return env ? env : null;
 }
 
-/** Resolves with what asked the server to stop; rejects if the model failed to load. */
-function stopRequest(
-  modelReady: Promise<void>,
-  signal?: AbortSignal,
-): { stopped: Promise<string>; dispose: () => void } {
-  const offs: (() => void)[] = [];
-  const stopped = new Promise<string>((resolve, reject) => {
-    for (const name of ['SIGINT', 'SIGTERM'] as const) {
-      const on = () => resolve(name);
-      process.once(name, on);
-      offs.push(() => process.off(name, on));
-    }
-    if (signal) {
-      const on = () => resolve('abort');
-      if (signal.aborted) on();
-      signal.addEventListener('abort', on, { once: true });
-      offs.push(() => signal.removeEventListener('abort', on));
-    }
-    modelReady.catch(reject);
-  });
-  return { stopped, dispose: () => offs.forEach((off) => off()) };
-}
-
 export async function serve(opts: ServeOptions): Promise<void> {
   const env = opts.env ?? process.env;
   const adminToken = secret(opts.adminToken, env.CONFIDENCE_SIDECAR_ADMIN_TOKEN);
@@ -123,26 +101,16 @@ export async function serve(opts: ServeOptions): Promise<void> {
     );
   }
 
-  const stop = stopRequest(app.modelReady, opts.signal);
-  let failure: unknown = null;
-  try {
-    const url = await app.listen({ host: opts.host, port: opts.port });
-    opts.onListening?.(url);
-    const reason = await stop.stopped;
-    app.log.info({ reason }, 'shutting down');
-  } catch (e) {
-    failure = e;
-    app.log.error({ err: e }, 'the server cannot run');
-  } finally {
-    // From here a second Ctrl-C gets Node's default: exit now.
-    stop.dispose();
-    await app.close();
-    await sources?.close();
-    // A model still loading (listen failed early) is closed once it is up, not leaked.
-    await loaded.then(
-      (m) => m.engine.close(),
-      () => undefined,
-    );
-  }
-  if (failure) throw failure;
+  await runUntilStopped(
+    app,
+    { host: opts.host, port: opts.port, signal: opts.signal, onListening: opts.onListening, failure: app.modelReady, what: 'the server' },
+    async () => {
+      await sources?.close();
+      // A model still loading (listen failed early) is closed once it is up, not leaked.
+      await loaded.then(
+        (m) => m.engine.close(),
+        () => undefined,
+      );
+    },
+  );
 }
