@@ -1,10 +1,12 @@
-// `npm run bench -- --quant [--sizes gpt2-small] [--dtypes fp32,int8,int4,fp16]`
+// `npm run bench -- --quant [--sizes gpt2-small] [--dtypes fp32,int8,int4,fp16,int8+last,int4+last]`
 //
 // Each dtype's graph of the same checkpoint, side by side in one run: decode and prefill tokens/s
 // through the sidecar's engine (worker thread + signals, greedy; interleaved repetitions so
 // machine noise hits every dtype alike), resident memory of a process that loaded only that
 // dtype (a child process each, so the numbers do not include each other), graph file size, the
 // ratios to float32, and the signal fidelity against float32 (test/helpers/quant-fidelity.ts).
+// `int4+last` is int4 with `--quantize-last-layer`: the last MLP and the unembedding quantized
+// too, which shows what the float32 monitored weights cost in speed and buy in fidelity.
 // Not a test: numbers are printed, never asserted.
 
 import { spawnSync } from 'node:child_process';
@@ -16,10 +18,10 @@ import { openModelSource } from '../src/model/source.ts';
 import { createEngineFromSource } from '../src/runtime/index.ts';
 import type { OnnxEngine } from '../src/runtime/engine.ts';
 import type { SamplingParams } from '../src/runtime/types.ts';
-import { formatFidelity, measureFidelity } from '../test/helpers/quant-fidelity.ts';
+import { formatFidelity, measureFidelity, variantLabel, type Variant } from '../test/helpers/quant-fidelity.ts';
 
 export interface QuantBenchOptions {
-  dtypes: WeightDtype[];
+  variants: Variant[];
   tokens: number;
   promptTokens: number;
   reps: number;
@@ -48,10 +50,11 @@ async function timeRun(engine: OnnxEngine, prompt: number[], params: SamplingPar
   return { prefillS, decodeS: (performance.now() - t0) / 1000 - prefillS };
 }
 
-/** RSS (MiB) of a fresh process that loads `dir` in `dtype` and generates a few tokens. */
-function childRss(dir: string, dtype: WeightDtype): number {
+/** RSS (MiB) of a fresh process that loads `dir` as `v` and generates a few tokens. */
+function childRss(dir: string, v: Variant): number {
   const self = fileURLToPath(import.meta.url);
-  const r = spawnSync(process.execPath, ['--import', 'tsx', self, '--rss-child', dir, dtype], {
+  const args = [self, '--rss-child', dir, v.dtype, v.quantizeLastLayer ? 'last' : ''];
+  const r = spawnSync(process.execPath, ['--import', 'tsx', ...args], {
     encoding: 'utf8',
     cwd: join(dirname(self), '..'),
   });
@@ -60,8 +63,8 @@ function childRss(dir: string, dtype: WeightDtype): number {
   return Number(m[1]) / 2 ** 20;
 }
 
-async function rssChild(dir: string, dtype: WeightDtype): Promise<void> {
-  const engine = await createEngineFromSource(await openModelSource(dir, { dtype }), {});
+async function rssChild(dir: string, v: Variant): Promise<void> {
+  const engine = await createEngineFromSource(await openModelSource(dir, v), {});
   const prompt = [1, 2, 3, 4, 5, 6, 7, 8];
   await timeRun(engine, prompt, { maxTokens: 8, temperature: 0, topP: 1, topK: 0, stop: [], topLogprobs: 0, stopAtEos: false });
   process.stdout.write(`rss=${process.memoryUsage().rss}\n`);
@@ -69,12 +72,13 @@ async function rssChild(dir: string, dtype: WeightDtype): Promise<void> {
 }
 
 export async function benchQuant(label: string, dir: string, opts: QuantBenchOptions): Promise<void> {
-  const dtypes: WeightDtype[] = ['fp32', ...opts.dtypes.filter((d) => d !== 'fp32')];
-  process.stderr.write(`\n[${label}] building ${dtypes.join(', ')} graphs (cached after the first run)...\n`);
+  const variants: Variant[] = [{ dtype: 'fp32' }, ...opts.variants.filter((v) => variantLabel(v) !== 'fp32')];
+  const labels = variants.map(variantLabel);
+  process.stderr.write(`\n[${label}] building ${labels.join(', ')} graphs (cached after the first run)...\n`);
   const engines: OnnxEngine[] = [];
   const sizes: number[] = [];
-  for (const dtype of dtypes) {
-    const source = await openModelSource(dir, { dtype });
+  for (const v of variants) {
+    const source = await openModelSource(dir, v);
     sizes.push(dirBytes(dirname(source.modelPath)));
     engines.push(await createEngineFromSource(source, {}));
   }
@@ -90,37 +94,41 @@ export async function benchQuant(label: string, dir: string, opts: QuantBenchOpt
     stopAtEos: false,
   };
   for (const e of engines) await timeRun(e, prompt, { ...params, maxTokens: 4 });
-  const runs: Timing[][] = dtypes.map(() => []);
+  const runs: Timing[][] = variants.map(() => []);
   for (let r = 0; r < opts.reps; r++) {
     for (let i = 0; i < engines.length; i++) runs[i]!.push(await timeRun(engines[i]!, prompt, params));
   }
   for (const e of engines) await e.close();
-  const rss = dtypes.map((d) => childRss(dir, d));
+  const rss = variants.map((v) => childRss(dir, v));
 
   const decode = runs.map((t) => (opts.tokens - 1) / median(t.map((x) => x.decodeS)));
   const prefill = runs.map((t) => opts.promptTokens / median(t.map((x) => x.prefillS)));
   console.log(`\n## dtypes: ${label}  (${spec.architecture}, ${spec.nLayers} layers, d_model ${spec.dModel}, vocab ${spec.vocabSize})`);
   console.log(`engine greedy decode, prompt ${opts.promptTokens} tokens, ${opts.tokens} generated, median of ${opts.reps} interleaved runs`);
-  console.log('dtype   decode tok/s  (x fp32)   prefill tok/s  (x fp32)   RSS MiB  (x fp32)   graph MiB  (x fp32)');
+  console.log('dtype      decode tok/s  (x fp32)   prefill tok/s  (x fp32)   RSS MiB  (x fp32)   graph MiB  (x fp32)');
   const x = (v: number, base: number) => `(${(v / base).toFixed(2)}x)`.padStart(9);
-  dtypes.forEach((d, i) => {
+  labels.forEach((d, i) => {
     console.log(
-      `${d.padEnd(6)} ${decode[i]!.toFixed(1).padStart(12)} ${x(decode[i]!, decode[0]!)}` +
+      `${d.padEnd(9)} ${decode[i]!.toFixed(1).padStart(12)} ${x(decode[i]!, decode[0]!)}` +
         ` ${prefill[i]!.toFixed(1).padStart(14)} ${x(prefill[i]!, prefill[0]!)}` +
         ` ${rss[i]!.toFixed(0).padStart(9)} ${x(rss[i]!, rss[0]!)}` +
         ` ${(sizes[i]! / 2 ** 20).toFixed(1).padStart(10)} ${x(sizes[i]!, sizes[0]!)}`,
     );
   });
-  const ratio = (d: WeightDtype) => (dtypes.includes(d) ? decode[dtypes.indexOf(d)]! / decode[0]! : NaN);
+  const ratio = (d: string) => (labels.includes(d) ? decode[labels.indexOf(d)]! / decode[0]! : NaN);
   for (const [d, target] of [
     ['int8', 1.5],
     ['int4', 2],
+    ['int8+last', 1.5],
+    ['int4+last', 2],
   ] as const) {
     const r = ratio(d);
     if (!Number.isNaN(r)) console.log(`${d} decode ${r.toFixed(2)}x fp32 (target >= ${target}x): ${r >= target ? 'OK' : 'BELOW TARGET'}`);
   }
-  const fidelity = await measureFidelity(dir, dtypes.filter((d) => d !== 'fp32'));
+  const fidelity = await measureFidelity(dir, variants.slice(1));
   console.log(formatFidelity(label, fidelity));
 }
 
-if (process.argv[2] === '--rss-child') await rssChild(process.argv[3]!, process.argv[4] as WeightDtype);
+if (process.argv[2] === '--rss-child') {
+  await rssChild(process.argv[3]!, { dtype: process.argv[4] as WeightDtype, quantizeLastLayer: process.argv[5] === 'last' });
+}

@@ -1,5 +1,5 @@
 // `npm run bench [-- --model DIR ...] [--sizes tiny,gpt2-small] [--tokens N] [--prompt-tokens N] [--reps N]
-//   [--proxy] [--quant [--dtypes fp32,int8,int4,fp16]]
+//   [--proxy] [--quant [--dtypes fp32,int8,int4,fp16,int8+last,int4+last]]
 //   [--concurrency 1,4,8,16] [--analyze]`
 //
 // Measures, side by side in one process and with interleaved repetitions (A B C A B C ...) so
@@ -26,8 +26,8 @@ import { analyzeModel } from '../src/monitor/analysis.ts';
 import { demoModelDir } from '../src/demo/index.ts';
 import { computeWeightMetrics, defaultK } from '../src/monitor/weight-metrics.ts';
 import type { SamplingParams } from '../src/runtime/types.ts';
-import type { WeightDtype } from '../src/model/architectures/weight-emission.ts';
 import { benchQuant } from './quant.ts';
+import { parseVariant } from '../test/helpers/quant-fidelity.ts';
 import { benchConcurrency } from './concurrency.ts';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
@@ -43,7 +43,7 @@ const { values } = parseArgs({
     proxy: { type: 'boolean', default: false },
     // --quant: compare the weight dtypes (bench/quant.ts) on each model instead of the sections above.
     quant: { type: 'boolean', default: false },
-    dtypes: { type: 'string', default: 'fp32,int8,int4,fp16' },
+    dtypes: { type: 'string', default: 'fp32,int8,int4,fp16,int8+last,int4+last' },
     concurrency: { type: 'string', default: '1,4,8,16' },
     analyze: { type: 'boolean', default: false },
   },
@@ -211,8 +211,8 @@ if (!values.model && foreign && existsSync(foreign)) models.splice(1, 0, ['gpt2-
 for (const m of values.model ?? []) models.push([m, m]);
 for (const [label, dir] of models) {
   if (values.quant) {
-    const dtypes = String(values.dtypes).split(',').filter(Boolean) as WeightDtype[];
-    await benchQuant(label, dir, { dtypes, tokens: TOKENS, promptTokens: PROMPT, reps: REPS });
+    const variants = String(values.dtypes).split(',').filter(Boolean).map(parseVariant);
+    await benchQuant(label, dir, { variants, tokens: TOKENS, promptTokens: PROMPT, reps: REPS });
   } else {
     await benchModel(label, dir);
   }

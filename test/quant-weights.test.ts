@@ -13,7 +13,7 @@ import { dtypeFlag } from '../src/commands/options.ts';
 import {
   dtypeFor,
   emitMatMul,
-  QUANT_BLOCK_SIZE,
+  quantBlockSize,
   setWeightEmission,
   type WeightDtype,
 } from '../src/model/architectures/weight-emission.ts';
@@ -112,12 +112,17 @@ describe('emitted MatMuls run by onnxruntime', () => {
   const w = randomMatrix(k * n, 11, 0.2);
   const x = randomMatrix(m * k, 12);
 
-  for (const [dtype, bits] of [
-    ['int8', 8],
-    ['int4', 4],
+  // K = 64 and 256: int4 blocks of 16 and of 32 (quantBlockSize).
+  for (const [dtype, bits, k] of [
+    ['int8', 8, 64],
+    ['int4', 4, 64],
+    ['int8', 8, 256],
+    ['int4', 4, 256],
   ] as const) {
-    it(`${dtype}: MatMulNBits on our packing equals x @ dequantize(W) (float64)`, async () => {
-      const block = QUANT_BLOCK_SIZE[dtype];
+    const w = randomMatrix(k * n, 11, 0.2);
+    const x = randomMatrix(m * k, 12);
+    it(`${dtype}, K ${k}: MatMulNBits on our packing equals x @ dequantize(W) (float64)`, async () => {
+      const block = quantBlockSize(dtype, k);
       const wq = dequantizeBlocks(quantizeBlocks(w, k, n, bits, block), k, n, bits, block);
       const expected = matmul64(x, wq, m, k, n);
       const got = await runEmitted(dtype, x, m, k, n, w);

@@ -17,8 +17,28 @@ export interface Diff {
   max: number;
 }
 
+/** A graph variant: a dtype, and whether the monitored weights (last MLP, unembedding) are quantized too. */
+export interface Variant {
+  dtype: WeightDtype;
+  quantizeLastLayer?: boolean;
+}
+
+/** `int4` or `int4+last` (the flag `--quantize-last-layer`). */
+export function parseVariant(text: string): Variant {
+  const [dtype, last, ...rest] = text.split('+');
+  if (!['fp32', 'fp16', 'int8', 'int4'].includes(dtype!) || (last !== undefined && last !== 'last') || rest.length)
+    throw new Error(`"${text}": expected fp32, fp16, int8 or int4, optionally followed by +last`);
+  return { dtype: dtype as WeightDtype, quantizeLastLayer: last === 'last' };
+}
+
+export function variantLabel(v: Variant): string {
+  return v.quantizeLastLayer ? `${v.dtype}+last` : v.dtype;
+}
+
 export interface Fidelity {
   dtype: WeightDtype;
+  /** The variant's label (`int4+last` when the monitored weights were quantized too). */
+  label: string;
   positions: number;
   entropy: Diff;
   normScale: Diff;
@@ -73,8 +93,8 @@ interface Run {
   greedy: number[];
 }
 
-async function runDtype(dir: string, dtype: WeightDtype, cacheDir?: string): Promise<{ run: Run; engine: OnnxEngine }> {
-  const source = await openModelSource(dir, { dtype, cacheDir });
+async function runVariant(dir: string, v: Variant, cacheDir?: string): Promise<{ run: Run; engine: OnnxEngine }> {
+  const source = await openModelSource(dir, { dtype: v.dtype, quantizeLastLayer: v.quantizeLastLayer, cacheDir });
   const catalogue = await loadCatalogueFor(source, {});
   const engine = await createEngineFromSource(source, {
     watched: { entropy: catalogue.entropy, frequency: catalogue.frequency },
@@ -86,20 +106,26 @@ async function runDtype(dir: string, dtype: WeightDtype, cacheDir?: string): Pro
   return { run: { scored, greedy: await greedy(engine, prompt, n) }, engine };
 }
 
-/** Measures each dtype against float32 on the checkpoint in `dir`. */
-export async function measureFidelity(dir: string, dtypes: WeightDtype[], cacheDir?: string): Promise<Fidelity[]> {
-  const base = await runDtype(dir, 'fp32', cacheDir);
+/** Measures each dtype (or variant) against float32 on the checkpoint in `dir`. */
+export async function measureFidelity(
+  dir: string,
+  variants: (WeightDtype | Variant)[],
+  cacheDir?: string,
+): Promise<Fidelity[]> {
+  const base = await runVariant(dir, { dtype: 'fp32' }, cacheDir);
   await base.engine.close();
   const results: Fidelity[] = [];
-  for (const dtype of dtypes) {
-    const { run, engine } = await runDtype(dir, dtype, cacheDir);
+  for (const given of variants) {
+    const variant = typeof given === 'string' ? { dtype: given } : given;
+    const { run, engine } = await runVariant(dir, variant, cacheDir);
     await engine.close();
     const a = base.run;
     const agree = run.greedy.filter((t, i) => t === a.greedy[i]).length;
     const firstDiff = run.greedy.findIndex((t, i) => t !== a.greedy[i]);
     const neuronsA = neuronValues(a.scored);
     results.push({
-      dtype,
+      dtype: variant.dtype,
+      label: variantLabel(variant),
       positions: a.scored.length,
       entropy: diff(a.scored.map((s) => s.entropy), run.scored.map((s) => s.entropy)),
       normScale: diff(a.scored.map((s) => s.normScale), run.scored.map((s) => s.normScale)),
@@ -117,11 +143,11 @@ export function formatFidelity(model: string, rows: Fidelity[]): string {
   const f = (x: number) => x.toFixed(4);
   const lines = [
     `${model}: |d| vs fp32 over ${rows[0]?.positions ?? 0} teacher-forced positions (mean / max), greedy agreement`,
-    '  dtype  entropy (nats)     norm scale         catalogued neurons   greedy (same / prefix / n)',
+    '  dtype      entropy (nats)     norm scale         catalogued neurons   greedy (same / prefix / n)',
   ];
   for (const r of rows) {
     lines.push(
-      `  ${r.dtype.padEnd(5)}  ${f(r.entropy.mean)} / ${f(r.entropy.max)}  ${f(r.normScale.mean)} / ${f(r.normScale.max)}` +
+      `  ${r.label.padEnd(9)}  ${f(r.entropy.mean)} / ${f(r.entropy.max)}  ${f(r.normScale.mean)} / ${f(r.normScale.max)}` +
         `  ${f(r.neurons.mean)} / ${f(r.neurons.max)} (${r.neuronCount})` +
         `   ${(100 * r.greedyAgreement).toFixed(0)}% / ${r.greedyPrefix} / ${r.greedyTokens}`,
     );
