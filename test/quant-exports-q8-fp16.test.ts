@@ -17,7 +17,15 @@ import { fromFloat16, toFloat16 } from '../src/model/onnx/quantize.ts';
 import { openModelSource } from '../src/model/source.ts';
 import { IO } from '../src/model/types.ts';
 import { createEngineFromSource } from '../src/runtime/index.ts';
-import { entropy, exportFixture, feedsFor, floats, row, run, type ExportFixture } from './helpers/export-session.ts';
+import {
+  entropy,
+  exportFixture,
+  feedsFor,
+  floats,
+  row,
+  run,
+  type ExportFixture,
+} from './helpers/export-session.ts';
 import { readFixtureModel, toFp16, toQ8, writeExport, type Q8Variant } from './helpers/q8-fp16-writers.ts';
 
 const scratch = mkdtempSync(join(tmpdir(), 'quant-exports-q8-fp16-'));
@@ -42,7 +50,11 @@ async function instrumentedDeviations(dir: string, fx: ExportFixture) {
   const session = await ort.InferenceSession.create(prepared.modelPath);
   try {
     const out = await run(session, fx.spec, fx.ids);
-    return { prepared, graph, ...deviations(fx, floats(out[IO.logits] as ort.Tensor), floats(out[IO.mlpAct] as ort.Tensor)) };
+    return {
+      prepared,
+      graph,
+      ...deviations(fx, floats(out[IO.logits] as ort.Tensor), floats(out[IO.mlpAct] as ort.Tensor)),
+    };
   } finally {
     await session.release();
   }
@@ -54,7 +66,10 @@ async function instrumentedDeviations(dir: string, fx: ExportFixture) {
 // monitored matmuls to float32 only removes error, so the bound is 0.02 where the format allows
 // it and the format's own measured error otherwise; every variant must also do no worse than the
 // export run as written.
-const Q8_ENTROPY_BOUND: Record<(typeof FIXTURES)[number], number> = { 'aidreams260K-onnx': 0.03, 'gpt2-tiny-random-onnx': 0.02 };
+const Q8_ENTROPY_BOUND: Record<(typeof FIXTURES)[number], number> = {
+  'aidreams260K-onnx': 0.03,
+  'gpt2-tiny-random-onnx': 0.02,
+};
 
 async function plainDeviation(dir: string, fx: ExportFixture): Promise<number> {
   const session = await ort.InferenceSession.create(join(dir, 'onnx', 'model.onnx'));
@@ -136,7 +151,8 @@ describe('fp16 (convert_float_to_float16) exports', () => {
       try {
         const feeds = feedsFor(direct, fx.spec, fx.ids);
         for (const k of Object.keys(feeds)) {
-          if (k.startsWith('past_key_values')) feeds[k] = new ort.Tensor('float16', new Uint16Array(0), feeds[k]!.dims);
+          if (k.startsWith('past_key_values'))
+            feeds[k] = new ort.Tensor('float16', new Uint16Array(0), feeds[k]!.dims);
         }
         const out = await direct.run(feeds);
         const logits = fromFloat16((out[IO.logits] as ort.Tensor).data as Uint16Array);
@@ -148,7 +164,9 @@ describe('fp16 (convert_float_to_float16) exports', () => {
       }
 
       const { prepared, graph, dEntropy, dAct } = await instrumentedDeviations(dir, fx);
-      console.log(`${name} fp16 upcast: mean |d entropy| ${dEntropy.toFixed(5)} nats, mean |d mlp_act| ${dAct.toFixed(5)} vs float64`);
+      console.log(
+        `${name} fp16 upcast: mean |d entropy| ${dEntropy.toFixed(5)} nats, mean |d mlp_act| ${dAct.toFixed(5)} vs float64`,
+      );
       expect(dEntropy).toBeLessThanOrEqual(0.005);
       expect(dAct).toBeLessThan(0.005);
       // The half weights are still stored as half (the file is not doubled); no half type is left in the graph's IO.
@@ -160,37 +178,69 @@ describe('fp16 (convert_float_to_float16) exports', () => {
       const half = lastLayerWeightsFromExport(dir);
       expect(Array.from(half.wOut)).toEqual(Array.from(fromFloat16(toFloat16(plain.wOut))));
       expect(Array.from(half.unembed)).toEqual(Array.from(fromFloat16(toFloat16(plain.unembed))));
-      expect(Array.from(half.finalNormWeight)).toEqual(Array.from(fromFloat16(toFloat16(plain.finalNormWeight))));
+      expect(Array.from(half.finalNormWeight)).toEqual(
+        Array.from(fromFloat16(toFloat16(plain.finalNormWeight))),
+      );
       expect((await prepareExportGraph(dir, { cacheDir })).modelPath).toBe(prepared.modelPath);
     });
   }
 });
 
 describe('engine on q8 and fp16 exports', () => {
-  it('gpt2-tiny-random-onnx: greedy tokens of the q8 and fp16 copies equal the float32 export\'s', { timeout: 120_000 }, async () => {
-    const fx = exportFixture('gpt2-tiny-random-onnx');
-    const dirs = {
-      fp32: fx.dir,
-      q8: writeExport(fx.dir, join(scratch, 'engine-q8'), toQ8(readFixtureModel(fx.dir), 'int8').model),
-      fp16: writeExport(fx.dir, join(scratch, 'engine-fp16'), toFp16(readFixtureModel(fx.dir))),
-    };
-    const tokens: Record<string, number[]> = {};
-    for (const [label, dir] of Object.entries(dirs)) {
-      const engine = await createEngineFromSource(await openModelSource(dir, { cacheDir }), { intraOpThreads: 1 });
-      try {
-        const it = engine.generate({
-          promptIds: fx.ids.slice(0, 4),
-          params: { maxTokens: 8, temperature: 0, topP: 1, topK: 0, stop: [], topLogprobs: 0, stopAtEos: false },
-        });
-        tokens[label] = [];
-        for (let r = await it.next(); !r.done; r = await it.next()) tokens[label]!.push(r.value.tokenId);
-      } finally {
-        await engine.close();
-      }
-    }
-    console.log(`greedy tokens: ${JSON.stringify(tokens)}`);
-    expect(tokens.fp32!.length).toBe(8);
-    expect(tokens.q8).toEqual(tokens.fp32);
-    expect(tokens.fp16).toEqual(tokens.fp32);
-  });
+  for (const name of FIXTURES) {
+    it(
+      `${name}: greedy tokens of the q8 and fp16 copies equal the float32 export's`,
+      { timeout: 120_000 },
+      async () => {
+        const fx = exportFixture(name);
+        const dirs = {
+          fp32: fx.dir,
+          q8: writeExport(
+            fx.dir,
+            join(scratch, `${name}-engine-q8`),
+            toQ8(readFixtureModel(fx.dir), 'int8').model,
+          ),
+          fp16: writeExport(fx.dir, join(scratch, `${name}-engine-fp16`), toFp16(readFixtureModel(fx.dir))),
+        };
+        const tokens: Record<string, number[]> = {};
+        for (const [label, dir] of Object.entries(dirs)) {
+          const engine = await createEngineFromSource(await openModelSource(dir, { cacheDir }), {
+            intraOpThreads: 1,
+          });
+          try {
+            const it = engine.generate({
+              promptIds: fx.expected.prompt_ids!,
+              params: {
+                maxTokens: 12,
+                temperature: 0,
+                topP: 1,
+                topK: 0,
+                stop: [],
+                topLogprobs: 0,
+                stopAtEos: false,
+              },
+            });
+            const got: number[] = (tokens[label] = []);
+            for (let r = await it.next(); !r.done; r = await it.next()) got.push(r.value.tokenId);
+          } finally {
+            await engine.close();
+          }
+        }
+        console.log(`${name} greedy tokens: ${JSON.stringify(tokens)}`);
+        expect(tokens.fp32!.length).toBe(12);
+        // aidreams' expected.json holds the float64 greedy continuation: the float32 export reproduces it.
+        if (fx.expected.greedy_ids)
+          expect(tokens.fp32).toEqual(
+            fx.expected.greedy_ids.slice(fx.expected.prompt_ids!.length, fx.expected.prompt_ids!.length + 12),
+          );
+        expect(tokens.fp16).toEqual(tokens.fp32);
+        // gpt2-tiny-random is nearly unaffected by 8-bit weights and activations. aidreams260K is
+        // not: its q8 copy (measured: agrees on the first 2 of 12 tokens) leaves the float32 path
+        // at the third token, from the format's own error (see Q8_ENTROPY_BOUND), so it is reported.
+        if (name === 'gpt2-tiny-random-onnx') expect(tokens.q8).toEqual(tokens.fp32);
+        const agree = tokens.q8!.findIndex((t, i) => t !== tokens.fp32![i]);
+        console.log(`${name} q8 greedy agreement: ${agree < 0 ? 12 : agree} of 12 tokens`);
+      },
+    );
+  }
 });

@@ -7,7 +7,16 @@
 import { copyFileSync, mkdirSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { AttrType, concat, DataType, decodeModel, encodeModel, type ModelProto, type NodeProto, type TensorProto } from '../../src/model/onnx/proto.ts';
+import {
+  AttrType,
+  concat,
+  DataType,
+  decodeModel,
+  encodeModel,
+  type ModelProto,
+  type NodeProto,
+  type TensorProto,
+} from '../../src/model/onnx/proto.ts';
 import { toFloat16 } from '../../src/model/onnx/quantize.ts';
 
 export type Q8Variant = 'int8' | 'int8-per-channel' | 'uint8';
@@ -54,7 +63,12 @@ export function quantizeQ8(w: Float32Array, k: number, n: number, variant: Q8Var
   return { codes: new Uint8Array(codes.buffer), scales, zp, dequantized };
 }
 
-const node = (opType: string, input: string[], output: string[], attribute: NodeProto['attribute'] = []): NodeProto => ({
+const node = (
+  opType: string,
+  input: string[],
+  output: string[],
+  attribute: NodeProto['attribute'] = [],
+): NodeProto => ({
   name: `${output[0]}.node`,
   opType,
   domain: '',
@@ -93,7 +107,12 @@ export function toQ8(m: ModelProto, variant: Q8Variant, reduceRange = false) {
     const base = `${w.name}_${weights.size}`;
     g.initializer.push(
       { name: `${base}_quantized`, dataType: type, dims: [k, cols], rawData: q.codes },
-      { name: `${base}_scale`, dataType: DataType.FLOAT, dims: perChannel ? [cols] : [], rawData: new Uint8Array(q.scales.buffer) },
+      {
+        name: `${base}_scale`,
+        dataType: DataType.FLOAT,
+        dims: perChannel ? [cols] : [],
+        rawData: new Uint8Array(q.scales.buffer),
+      },
       {
         name: `${base}_zero_point`,
         dataType: type,
@@ -102,8 +121,17 @@ export function toQ8(m: ModelProto, variant: Q8Variant, reduceRange = false) {
       },
     );
     nodes.push(
-      node('MatMulInteger', [xq, `${base}_quantized`, xzp, `${base}_zero_point`], [`${out}_output_quantized`]),
-      node('Cast', [`${out}_output_quantized`], [`${out}_output_quantized_cast_output`], [{ name: 'to', type: AttrType.INT, i: DataType.FLOAT }]),
+      node(
+        'MatMulInteger',
+        [xq, `${base}_quantized`, xzp, `${base}_zero_point`],
+        [`${out}_output_quantized`],
+      ),
+      node(
+        'Cast',
+        [`${out}_output_quantized`],
+        [`${out}_output_quantized_cast_output`],
+        [{ name: 'to', type: AttrType.INT, i: DataType.FLOAT }],
+      ),
       node('Mul', [xs, `${base}_scale`], [`${out}_scales_mul`]),
       node('Mul', [`${out}_output_quantized_cast_output`, `${out}_scales_mul`], [out]),
     );
@@ -119,14 +147,20 @@ export function toQ8(m: ModelProto, variant: Q8Variant, reduceRange = false) {
 function halfTensor(t: TensorProto): TensorProto {
   const values = t.floatData?.length ? Float32Array.from(t.floatData) : floatsOf(t);
   for (let i = 0; i < values.length; i++) values[i] = Math.max(-65504, Math.min(65504, values[i]!));
-  return { name: t.name, dataType: DataType.FLOAT16, dims: t.dims, rawData: new Uint8Array(toFloat16(values).buffer) };
+  return {
+    name: t.name,
+    dataType: DataType.FLOAT16,
+    dims: t.dims,
+    rawData: new Uint8Array(toFloat16(values).buffer),
+  };
 }
 
 /** convert_float_to_float16(keep_io_types=False): every float32 type and value becomes float16. */
 export function toFp16(m: ModelProto): ModelProto {
   const g = m.graph;
   g.initializer = g.initializer.map((t) => (t.dataType === DataType.FLOAT ? halfTensor(t) : t));
-  for (const v of [...g.input, ...g.output, ...g.valueInfo]) if (v.elemType === DataType.FLOAT) v.elemType = DataType.FLOAT16;
+  for (const v of [...g.input, ...g.output, ...g.valueInfo])
+    if (v.elemType === DataType.FLOAT) v.elemType = DataType.FLOAT16;
   for (const n of g.node) {
     for (const a of n.attribute) {
       if (n.opType === 'Cast' && a.name === 'to' && a.i === DataType.FLOAT) a.i = DataType.FLOAT16;
@@ -139,7 +173,8 @@ export function toFp16(m: ModelProto): ModelProto {
 /** Writes `m` as a copy of fixture folder `src` (config, tokenizer and the rest) under `dir`. */
 export function writeExport(src: string, dir: string, m: ModelProto): string {
   mkdirSync(join(dir, 'onnx'), { recursive: true });
-  for (const f of readdirSync(src)) if (statSync(join(src, f)).isFile() && f !== 'expected.json') copyFileSync(join(src, f), join(dir, f));
+  for (const f of readdirSync(src))
+    if (statSync(join(src, f)).isFile() && f !== 'expected.json') copyFileSync(join(src, f), join(dir, f));
   writeFileSync(join(dir, 'onnx', 'model.onnx'), concat(encodeModel(m)));
   return dir;
 }

@@ -32,7 +32,12 @@ const matchNBits: IdiomMatcher = (index, node, read) =>
         k: attrInt(node, 'K', 0),
         fold() {
           const w = nbitsWeight(index, node, read);
-          const name = addFloatInitializer(index, `${node.name || node.output[0]}.dequantized_weight`, [attrInt(node, 'K', 0), attrInt(node, 'N', 0)], w);
+          const name = addFloatInitializer(
+            index,
+            `${node.name || node.output[0]}.dequantized_weight`,
+            [attrInt(node, 'K', 0), attrInt(node, 'N', 0)],
+            w,
+          );
           node.opType = 'MatMul';
           node.domain = '';
           node.input = [node.input[0]!, name];
@@ -43,7 +48,11 @@ const matchNBits: IdiomMatcher = (index, node, read) =>
 
 const IDIOMS: readonly IdiomMatcher[] = [matchNBits, matchComputedWeight, matchDynamicQ8];
 
-function quantizedMatMul(index: GraphIndex, node: NodeProto, read?: ExternalReader): QuantizedMatMul | undefined {
+function quantizedMatMul(
+  index: GraphIndex,
+  node: NodeProto,
+  read?: ExternalReader,
+): QuantizedMatMul | undefined {
   for (const match of IDIOMS) {
     const site = match(index, node, read);
     if (site) return site;
@@ -52,7 +61,11 @@ function quantizedMatMul(index: GraphIndex, node: NodeProto, read?: ExternalRead
 }
 
 /** The quantized matmul that produces `logits`, walking back through shape-only ops and bias Adds. */
-function logitsProducer(index: GraphIndex, logits: string, read?: ExternalReader): QuantizedMatMul | undefined {
+function logitsProducer(
+  index: GraphIndex,
+  logits: string,
+  read?: ExternalReader,
+): QuantizedMatMul | undefined {
   let current = logits;
   for (let steps = 0; steps < 16; steps++) {
     const node = index.producer(current);
@@ -75,15 +88,18 @@ export function nbitsWeight(index: GraphIndex, node: NodeProto, read?: ExternalR
   const n = attrInt(node, 'N', 0);
   const bits = attrInt(node, 'bits', 4);
   const block = attrInt(node, 'block_size', 0);
-  const tensor = (i: number): TensorProto | undefined => (node.input[i] ? index.initializer(node.input[i]!) : undefined);
+  const tensor = (i: number): TensorProto | undefined =>
+    node.input[i] ? index.initializer(node.input[i]!) : undefined;
   const [b, scales, zp] = [tensor(1), tensor(2), tensor(3)];
   if ((bits !== 4 && bits !== 8) || !b || !scales || k % block !== 0 || b.dataType !== DataType.UINT8)
-    throw new UnsupportedQuantizationError(`MatMulNBits "${node.name}": bits ${bits}, K ${k}, block ${block} is not supported`);
+    throw new UnsupportedQuantizationError(
+      `MatMulNBits "${node.name}": bits ${bits}, K ${k}, block ${block} is not supported`,
+    );
   if (node.input.length > 4 && node.input.slice(4).some(Boolean))
     throw new UnsupportedQuantizationError(`MatMulNBits "${node.name}" uses g_idx or bias inputs`);
   if (zp && zp.dataType !== DataType.UINT8)
     throw new UnsupportedQuantizationError(`MatMulNBits "${node.name}" has non-uint8 zero points`);
-  const bytes = (t: TensorProto) => (t.rawData ?? read?.(t) ?? new Uint8Array(0));
+  const bytes = (t: TensorProto) => t.rawData ?? read?.(t) ?? new Uint8Array(0);
   const blocks = k / block;
   return dequantizeBlocks(
     {

@@ -49,15 +49,23 @@ export const matchDynamicQ8: IdiomMatcher = (index, node, read) => {
   return undefined;
 };
 
-function foldChain(index: GraphIndex, tail: NodeProto, mmi: NodeProto, scaleProduct: string, read?: ExternalReader): void {
+function foldChain(
+  index: GraphIndex,
+  tail: NodeProto,
+  mmi: NodeProto,
+  scaleProduct: string,
+  read?: ExternalReader,
+): void {
   const where = `MatMulInteger "${mmi.name || mmi.output[0]}"`;
   const refuse = (why: string) => new UnsupportedQuantizationError(`${where}: ${why}`);
   const dql = producerOf(index, mmi.input[0], 'DynamicQuantizeLinear');
   if (!dql) throw refuse('its input is not quantized by a DynamicQuantizeLinear');
-  if (mmi.input[2] && mmi.input[2] !== dql.output[2]) throw refuse("its input zero point is not the DynamicQuantizeLinear's");
+  if (mmi.input[2] && mmi.input[2] !== dql.output[2])
+    throw refuse("its input zero point is not the DynamicQuantizeLinear's");
   const wq = index.initializer(mmi.input[1] ?? '');
   if (!wq) throw refuse(`its weight "${mmi.input[1]}" is not an initializer`);
-  if (wq.dims.length !== 2) throw refuse(`its weight "${wq.name}" is ${wq.dims.length}-D, not a [K, N] matrix`);
+  if (wq.dims.length !== 2)
+    throw refuse(`its weight "${wq.name}" is ${wq.dims.length}-D, not a [K, N] matrix`);
 
   const mul = producerOf(index, scaleProduct, 'Mul');
   const scaleSide = mul ? mul.input.findIndex((i) => i !== dql.output[1]) : -1;
@@ -70,8 +78,12 @@ function foldChain(index: GraphIndex, tail: NodeProto, mmi: NodeProto, scaleProd
   if (zpName) {
     const zp = index.constant(zpName);
     if (!zp) throw refuse(`its weight zero point "${zpName}" is not a constant`);
-    if (zp.dims.length > 1) throw refuse(`its weight zero point "${zpName}" is ${zp.dims.length}-D ([${zp.dims}]), not a scalar or [N]`);
-    if (zp.dataType !== wq.dataType) throw refuse(`its weight zero point "${zpName}" and weight differ in type`);
+    if (zp.dims.length > 1)
+      throw refuse(
+        `its weight zero point "${zpName}" is ${zp.dims.length}-D ([${zp.dims}]), not a scalar or [N]`,
+      );
+    if (zp.dataType !== wq.dataType)
+      throw refuse(`its weight zero point "${zpName}" and weight differ in type`);
     zeroPoint = integerCodes(zp, read, where);
   }
   // MatMulInteger's per-channel zero points and the scale run along the output columns (axis 1).

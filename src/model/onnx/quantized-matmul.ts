@@ -4,7 +4,14 @@
 // scale, zero_point) (QDQ-format exports), possibly through a Transpose (tied embeddings).
 // dequantize-export.ts walks the graph for the two monitored sites and folds only those.
 
-import { attrInt, attrInts, elementCount, tensorToFloat32, type ExternalReader, type GraphIndex } from './graph-query.ts';
+import {
+  attrInt,
+  attrInts,
+  elementCount,
+  tensorToFloat32,
+  type ExternalReader,
+  type GraphIndex,
+} from './graph-query.ts';
 import { DataType, type NodeProto, type TensorProto } from './proto.ts';
 
 /** Thrown when a quantized matmul this code must dequantize uses a layout it does not read. */
@@ -20,29 +27,47 @@ export interface QuantizedMatMul {
   fold(): void;
 }
 
-export type IdiomMatcher = (index: GraphIndex, node: NodeProto, read?: ExternalReader) => QuantizedMatMul | undefined;
+export type IdiomMatcher = (
+  index: GraphIndex,
+  node: NodeProto,
+  read?: ExternalReader,
+) => QuantizedMatMul | undefined;
 
 const isDefaultDomain = (n: NodeProto) => n.domain === '' || n.domain === 'ai.onnx';
 
 /** Adds a float32 initializer under a name not yet in use; returns the name. */
-export function addFloatInitializer(index: GraphIndex, base: string, dims: number[], values: Float32Array): string {
+export function addFloatInitializer(
+  index: GraphIndex,
+  base: string,
+  dims: number[],
+  values: Float32Array,
+): string {
   // The index is a snapshot: initializers added by earlier folds are only in the graph.
   const taken = new Set([...index.allNames(), ...index.graph.initializer.map((t) => t.name)]);
   let name = base;
   for (let i = 1; taken.has(name); i++) name = `${base}${i}`;
-  index.graph.initializer.push({ name, dataType: DataType.FLOAT, dims, rawData: new Uint8Array(values.buffer) });
+  index.graph.initializer.push({
+    name,
+    dataType: DataType.FLOAT,
+    dims,
+    rawData: new Uint8Array(values.buffer),
+  });
   return name;
 }
 
 /** The codes of an INT8 / UINT8 tensor (raw_data, or int32_data when stored that way). */
 export function integerCodes(t: TensorProto, read: ExternalReader | undefined, where: string): Int32Array {
   if (t.dataType !== DataType.INT8 && t.dataType !== DataType.UINT8)
-    throw new UnsupportedQuantizationError(`${where}: "${t.name}" has ONNX data type ${t.dataType}, not int8 or uint8`);
+    throw new UnsupportedQuantizationError(
+      `${where}: "${t.name}" has ONNX data type ${t.dataType}, not int8 or uint8`,
+    );
   const n = elementCount(t);
   if (t.int32Data?.length === n) return Int32Array.from(t.int32Data);
   const bytes = t.dataLocation === 1 || t.externalData?.length ? read?.(t) : t.rawData;
   if (!bytes || bytes.length !== n)
-    throw new UnsupportedQuantizationError(`${where}: "${t.name}" holds ${bytes?.length ?? 0} bytes, its shape needs ${n}`);
+    throw new UnsupportedQuantizationError(
+      `${where}: "${t.name}" holds ${bytes?.length ?? 0} bytes, its shape needs ${n}`,
+    );
   if (t.dataType === DataType.UINT8) return Int32Array.from(bytes);
   return Int32Array.from(new Int8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength));
 }
@@ -62,7 +87,12 @@ export function dequantizeMatrix(
   const [rows, cols] = dims as [number, number];
   const along = axis === 0 ? rows : cols;
   const perAxis = (len: number | undefined) => len === undefined || len === 1 || len === along;
-  if (dims.length !== 2 || (axis !== 0 && axis !== 1) || !perAxis(scale.length) || !perAxis(zeroPoint?.length))
+  if (
+    dims.length !== 2 ||
+    (axis !== 0 && axis !== 1) ||
+    !perAxis(scale.length) ||
+    !perAxis(zeroPoint?.length)
+  )
     throw new UnsupportedQuantizationError(
       `${where}: scale [${scale.length}] / zero point [${zeroPoint?.length ?? 0}] along axis ${axis} of a [${dims}] weight is not a per-tensor or per-channel layout`,
     );
@@ -79,14 +109,22 @@ export function dequantizeMatrix(
 }
 
 /** A constant's values as float32, or an error naming `where`. */
-export function floatConstant(index: GraphIndex, name: string, read: ExternalReader | undefined, where: string): Float32Array {
+export function floatConstant(
+  index: GraphIndex,
+  name: string,
+  read: ExternalReader | undefined,
+  where: string,
+): Float32Array {
   const t = index.constant(name);
   if (!t) throw new UnsupportedQuantizationError(`${where}: "${name}" is not a constant`);
   return tensorToFloat32(t, read);
 }
 
 /** The Cast / DequantizeLinear that computes a weight from a stored tensor, and the operand it feeds. */
-function weightSource(index: GraphIndex, operand: string): { node: NodeProto; transposed: boolean } | undefined {
+function weightSource(
+  index: GraphIndex,
+  operand: string,
+): { node: NodeProto; transposed: boolean } | undefined {
   let name = operand;
   let transposed = false;
   const t = index.producer(name);
@@ -117,12 +155,20 @@ export const matchComputedWeight: IdiomMatcher = (index, node, read) => {
     fold() {
       const where = `${src.node.opType} "${src.node.name || src.node.output[0]}" (weight of ${node.opType} "${node.name}")`;
       if (stored.dims.length !== 2) throw new UnsupportedQuantizationError(`${where}: the weight is not 2-D`);
-      const values = src.node.opType === 'Cast' ? castValues(stored, read, where) : dequantizeLinear(index, src.node, stored, read, where);
+      const values =
+        src.node.opType === 'Cast'
+          ? castValues(stored, read, where)
+          : dequantizeLinear(index, src.node, stored, read, where);
       // The operand the product sees, as its own initializer: only the monitored product reads
       // it, so anything else sharing the Cast or Transpose (a tied embedding's Gather) keeps it.
       const [rows, cols] = stored.dims as [number, number];
       const operand = src.transposed ? transpose(values, rows, cols) : values;
-      const name = addFloatInitializer(index, `${stored.name}.float32`, src.transposed ? [cols, rows] : [rows, cols], operand);
+      const name = addFloatInitializer(
+        index,
+        `${stored.name}.float32`,
+        src.transposed ? [cols, rows] : [rows, cols],
+        operand,
+      );
       node.input = node.input.map((i, j) => (j === 1 ? name : i));
     },
   };
@@ -136,19 +182,34 @@ function castValues(stored: TensorProto, read: ExternalReader | undefined, where
   }
 }
 
-function dequantizeLinear(index: GraphIndex, node: NodeProto, stored: TensorProto, read: ExternalReader | undefined, where: string): Float32Array {
-  if (attrInt(node, 'block_size', 0) !== 0) throw new UnsupportedQuantizationError(`${where}: blocked DequantizeLinear is not supported`);
+function dequantizeLinear(
+  index: GraphIndex,
+  node: NodeProto,
+  stored: TensorProto,
+  read: ExternalReader | undefined,
+  where: string,
+): Float32Array {
+  if (attrInt(node, 'block_size', 0) !== 0)
+    throw new UnsupportedQuantizationError(`${where}: blocked DequantizeLinear is not supported`);
   const scale = floatConstant(index, node.input[1] ?? '', read, where);
   const zpName = node.input[2];
   let zeroPoint: Int32Array | null = null;
   if (zpName) {
     const zp = index.constant(zpName);
     if (!zp) throw new UnsupportedQuantizationError(`${where}: zero point "${zpName}" is not a constant`);
-    if (zp.dims.length > 1) throw new UnsupportedQuantizationError(`${where}: zero point "${zpName}" is ${zp.dims.length}-D`);
+    if (zp.dims.length > 1)
+      throw new UnsupportedQuantizationError(`${where}: zero point "${zpName}" is ${zp.dims.length}-D`);
     zeroPoint = integerCodes(zp, read, where);
   }
   const axis = attrInt(node, 'axis', 1);
-  return dequantizeMatrix(integerCodes(stored, read, where), stored.dims, scale, zeroPoint, axis < 0 ? axis + 2 : axis, where);
+  return dequantizeMatrix(
+    integerCodes(stored, read, where),
+    stored.dims,
+    scale,
+    zeroPoint,
+    axis < 0 ? axis + 2 : axis,
+    where,
+  );
 }
 
 function transpose(m: Float32Array, rows: number, cols: number): Float32Array {

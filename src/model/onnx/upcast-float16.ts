@@ -13,7 +13,14 @@
 // Constant / ConstantOfShape tensor values) is switched to float32; If/Loop bodies likewise.
 
 import { GraphIndex, tensorToFloat32, type ExternalReader } from './graph-query.ts';
-import { AttrType, DataType, type GraphProto, type NodeProto, type TensorProto, type ValueInfoProto } from './proto.ts';
+import {
+  AttrType,
+  DataType,
+  type GraphProto,
+  type NodeProto,
+  type TensorProto,
+  type ValueInfoProto,
+} from './proto.ts';
 
 const HALF: ReadonlySet<number> = new Set([DataType.FLOAT16, DataType.BFLOAT16]);
 
