@@ -26,7 +26,14 @@ import {
   run,
   type ExportFixture,
 } from './helpers/export-session.ts';
-import { readFixtureModel, toFp16, toQ8, writeExport, type Q8Variant } from './helpers/q8-fp16-writers.ts';
+import {
+  readFixtureModel,
+  toFp16,
+  toQ8,
+  toQdqWeights,
+  writeExport,
+  type Q8Variant,
+} from './helpers/q8-fp16-writers.ts';
 
 const scratch = mkdtempSync(join(tmpdir(), 'quant-exports-q8-fp16-'));
 const cacheDir = join(scratch, 'cache');
@@ -121,6 +128,47 @@ describe('q8 (quantize_dynamic MatMulInteger) exports', () => {
       expect((await prepareExportGraph(dir, { cacheDir })).modelPath).toBe(prepared.modelPath);
     });
   }
+
+  it('gpt2-tiny-random-onnx QDQ weights (DequantizeLinear, per channel): the monitored weights fold to the dequantized codes', async () => {
+    const fx = exportFixture('gpt2-tiny-random-onnx');
+    const { model, quantized, weights } = toQdqWeights(readFixtureModel(fx.dir), 'int8-per-channel');
+    const dir = writeExport(fx.dir, join(scratch, 'gpt2-qdq'), model);
+    const { graph, dEntropy, dAct } = await instrumentedDeviations(dir, fx);
+    console.log(
+      `gpt2-tiny-random-onnx QDQ int8 per channel: mean |d entropy| ${dEntropy.toFixed(5)} nats, mean |d mlp_act| ${dAct.toFixed(5)}`,
+    );
+    expect(graph.node.filter((n) => n.opType === 'DequantizeLinear').length).toBe(quantized - 2);
+    expect(dEntropy).toBeLessThanOrEqual(0.02);
+    const q = lastLayerWeightsFromExport(dir);
+    const downs = [...weights.values()].filter((w) => w.k === q.dMlp && w.n === q.dModel);
+    expect(Array.from(q.wOut)).toEqual(Array.from(downs[downs.length - 1]!.dequantized));
+  });
+
+  it('refuses a non-initializer weight at the unembedding with a ModelLoadError naming the node and the file', async () => {
+    const fx = exportFixture('aidreams260K-onnx');
+    const { model } = toQ8(readFixtureModel(fx.dir), 'int8');
+    const inits = new Map(model.graph.initializer.map((t) => [t.name, t]));
+    const unembed = model.graph.node
+      .filter((n) => n.opType === 'MatMulInteger')
+      .find((n) => inits.get(n.input[1]!)!.dims[1] === fx.spec.vocabSize)!;
+    const computed = `${unembed.input[1]}_identity`;
+    model.graph.node.unshift({
+      name: 'w_identity',
+      opType: 'Identity',
+      domain: '',
+      input: [unembed.input[1]!],
+      output: [computed],
+      attribute: [],
+    });
+    unembed.input[1] = computed;
+    const dir = writeExport(fx.dir, join(scratch, 'aidreams-q8-computed-weight'), model);
+    const err = await prepareExportGraph(dir, { cacheDir }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ModelLoadError);
+    expect((err as Error).message).toContain(join(dir, 'onnx', 'model.onnx'));
+    expect((err as Error).message).toContain(
+      `MatMulInteger "${unembed.name}": its weight "${computed}" is not an initializer`,
+    );
+  });
 
   it('refuses an unsupported layout at a monitored matmul with a ModelLoadError naming the file', async () => {
     const fx = exportFixture('gpt2-tiny-random-onnx');

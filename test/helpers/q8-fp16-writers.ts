@@ -143,6 +143,59 @@ export function toQ8(m: ModelProto, variant: Q8Variant, reduceRange = false) {
   return { model: m, quantized: weights.size, weights };
 }
 
+/**
+ * QDQ-format weights, as onnxruntime's QDQ quantizer writes them: every MatMul with a 2-D float
+ * initializer weight reads DequantizeLinear(W_q, scale, zero_point) instead (axis 1 per channel).
+ */
+export function toQdqWeights(m: ModelProto, variant: Q8Variant) {
+  const g = m.graph;
+  const inits = new Map(g.initializer.map((t) => [t.name, t]));
+  const weights = new Map<string, Q8Weight>();
+  const nodes: NodeProto[] = [];
+  for (const n of g.node) {
+    const w = n.opType === 'MatMul' ? inits.get(n.input[1]!) : undefined;
+    if (w && w.dims.length === 2 && w.dataType === DataType.FLOAT) {
+      const [k, cols] = w.dims as [number, number];
+      const q = quantizeQ8(floatsOf(w), k, cols, variant);
+      const type = variant === 'uint8' ? DataType.UINT8 : DataType.INT8;
+      const perChannel = q.scales.length > 1;
+      const base = `${w.name}_${weights.size}`;
+      const zpDims = perChannel ? [cols] : [];
+      g.initializer.push(
+        { name: `${base}_quantized`, dataType: type, dims: [k, cols], rawData: q.codes },
+        {
+          name: `${base}_scale`,
+          dataType: DataType.FLOAT,
+          dims: zpDims,
+          rawData: new Uint8Array(q.scales.buffer),
+        },
+        {
+          name: `${base}_zero_point`,
+          dataType: type,
+          dims: zpDims,
+          rawData: new Uint8Array(perChannel ? cols : 1).fill(q.zp),
+        },
+      );
+      const axis = perChannel ? [{ name: 'axis', type: AttrType.INT, i: 1 }] : [];
+      nodes.push(
+        node(
+          'DequantizeLinear',
+          [`${base}_quantized`, `${base}_scale`, `${base}_zero_point`],
+          [`${base}_DequantizeLinear_Output`],
+          axis,
+        ),
+      );
+      n.input = [n.input[0]!, `${base}_DequantizeLinear_Output`];
+      weights.set(n.output[0]!, { dequantized: q.dequantized, k, n: cols });
+    }
+    nodes.push(n);
+  }
+  g.node = nodes;
+  const used = new Set(g.node.flatMap((n) => n.input));
+  g.initializer = g.initializer.filter((t) => used.has(t.name));
+  return { model: m, quantized: weights.size, weights };
+}
+
 /** FLOAT values clipped to the half range, as onnxconverter-common does before converting. */
 function halfTensor(t: TensorProto): TensorProto {
   const values = t.floatData?.length ? Float32Array.from(t.floatData) : floatsOf(t);
