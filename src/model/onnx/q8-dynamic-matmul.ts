@@ -20,11 +20,10 @@ import {
   dequantizeMatrix,
   floatConstant,
   integerCodes,
+  isDefaultDomain,
   UnsupportedQuantizationError,
   type IdiomMatcher,
 } from './quantized-matmul.ts';
-
-const isDefaultDomain = (n: NodeProto) => n.domain === '' || n.domain === 'ai.onnx';
 
 function producerOf(index: GraphIndex, name: string | undefined, opType: string): NodeProto | undefined {
   const node = name ? index.producer(name) : undefined;

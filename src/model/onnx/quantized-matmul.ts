@@ -33,7 +33,7 @@ export type IdiomMatcher = (
   read?: ExternalReader,
 ) => QuantizedMatMul | undefined;
 
-const isDefaultDomain = (n: NodeProto) => n.domain === '' || n.domain === 'ai.onnx';
+export const isDefaultDomain = (n: NodeProto): boolean => n.domain === '' || n.domain === 'ai.onnx';
 
 /** Adds a float32 initializer under a name not yet in use; returns the name. */
 export function addFloatInitializer(

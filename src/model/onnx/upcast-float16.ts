@@ -24,6 +24,9 @@ import {
 
 const HALF: ReadonlySet<number> = new Set([DataType.FLOAT16, DataType.BFLOAT16]);
 
+const QUANTIZED_OPS: ReadonlySet<string> = new Set(['DequantizeLinear', 'QuantizeLinear', 'MatMulInteger']);
+const isDefaultDomain = (n: NodeProto) => n.domain === '' || n.domain === 'ai.onnx';
+
 /** Ops whose attribute names the element type of what they produce. */
 const TYPE_ATTRS: Readonly<Record<string, string>> = {
   Cast: 'to',
@@ -42,14 +45,19 @@ const TYPE_ATTRS: Readonly<Record<string, string>> = {
  */
 export function upcastFloat16(graph: GraphProto, read?: ExternalReader): number {
   let wrapped = 0;
-  const taken = new GraphIndex(graph).allNames();
+  const index = new GraphIndex(graph);
+  const taken = index.allNames();
   const graphInputs = new Set(graph.input.map((v) => v.name));
   const casts: NodeProto[] = [];
   for (const t of graph.initializer) {
     if (!HALF.has(t.dataType)) continue;
-    // An initializer that is also a graph input (IR < 4) may be overridden by a feed, which
-    // would now be float32: it is converted in place too.
-    if (t.dims.filter((d) => d > 1).length < 2 || graphInputs.has(t.name)) {
+    // Converted in place too: an initializer that is also a graph input (IR < 4), which a feed
+    // may override; and the quantization parameters of quantized ops (MatMulNBits' scales in a
+    // transformers.js q4f16 export, DequantizeLinear's), which those ops read as initializers.
+    const quantParams = index
+      .consumers(t.name)
+      .some((n) => QUANTIZED_OPS.has(n.opType) || !isDefaultDomain(n));
+    if (t.dims.filter((d) => d > 1).length < 2 || graphInputs.has(t.name) || quantParams) {
       toFloat32InPlace(t, read);
       continue;
     }
