@@ -5,7 +5,7 @@
 // keep every other q8 matmul quantized, and agree with expected.json (float64); the monitor's
 // weights must be the dequantized (or half-rounded) ones.
 
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
@@ -49,6 +49,15 @@ function deviations(fx: ExportFixture, logits: Float32Array, act: Float32Array |
   const expAct = fx.expected.last_mlp_act.flat();
   const dAct = act ? act.reduce((a, v, i) => a + Math.abs(v - expAct[i]!), 0) / act.length : NaN;
   return { dEntropy, dAct };
+}
+
+/** The second prepare finds the cached graph: same file, not rewritten. */
+async function expectCacheReused(dir: string, modelPath: string): Promise<void> {
+  const before = statSync(modelPath);
+  const again = await prepareExportGraph(dir, { cacheDir });
+  expect(again.modelPath).toBe(modelPath);
+  const after = statSync(modelPath);
+  expect([after.ino, after.mtimeMs]).toEqual([before.ino, before.mtimeMs]);
 }
 
 async function instrumentedDeviations(dir: string, fx: ExportFixture) {
@@ -124,8 +133,7 @@ describe('q8 (quantize_dynamic MatMulInteger) exports', () => {
       const unembed = [...weights.values()].find((w) => w.k === q.dModel && w.n === q.vocabSize)!;
       expect(Array.from(q.unembed)).toEqual(Array.from(unembed.dequantized));
 
-      // The second prepare reuses the cached graph.
-      expect((await prepareExportGraph(dir, { cacheDir })).modelPath).toBe(prepared.modelPath);
+      await expectCacheReused(dir, prepared.modelPath);
     });
   }
 
@@ -229,7 +237,7 @@ describe('fp16 (convert_float_to_float16) exports', () => {
       expect(Array.from(half.finalNormWeight)).toEqual(
         Array.from(fromFloat16(toFloat16(plain.finalNormWeight))),
       );
-      expect((await prepareExportGraph(dir, { cacheDir })).modelPath).toBe(prepared.modelPath);
+      await expectCacheReused(dir, prepared.modelPath);
     });
   }
 });
