@@ -13,9 +13,10 @@ import * as ort from 'onnxruntime-node';
 import { afterAll, describe, expect, it } from 'vitest';
 import { lastLayerWeightsFromExport, prepareExportGraph } from '../src/model/onnx/export-source.ts';
 import { AttrType, concat, DataType, decodeModel, encodeModel, type TensorProto } from '../src/model/onnx/proto.ts';
-import { dequantizeBlocks, quantizeBlocks } from '../src/model/onnx/quantize.ts';
+import { dequantizeBlocks, fromFloat16, quantizeBlocks, toFloat16 } from '../src/model/onnx/quantize.ts';
 import { IO } from '../src/model/types.ts';
 import { entropy, exportFixture, floats, row, run } from './helpers/export-session.ts';
+import { readFixtureModel, toFp16, writeExport } from './helpers/q8-fp16-writers.ts';
 
 const scratch = mkdtempSync(join(tmpdir(), 'quant-exports-'));
 const cacheDir = join(scratch, 'cache');
@@ -108,4 +109,35 @@ describe('int4 (MatMulNBits) exports', () => {
       expect(dirname(prepared.modelPath)).toContain(cacheDir);
     });
   }
+});
+
+// transformers.js q4f16: MatMulNBits with float16 activations and scales, every other float in
+// float16 too. The surgery upcasts it (scales converted in place, since MatMulNBits reads them as
+// initializers) and then folds the monitored matmuls as for q4.
+describe('int4 with float16 (q4f16) exports', () => {
+  it('gpt2-tiny-random-onnx: upcast, instrumented, and w_out is the dequantized int4 matrix', async () => {
+    const fx = exportFixture('gpt2-tiny-random-onnx');
+    const { dir: q4 } = writeQ4Export('gpt2-tiny-random-onnx');
+    const dir = writeExport(fx.dir, join(scratch, 'gpt2-q4f16'), toFp16(readFixtureModel(q4)));
+    const prepared = await prepareExportGraph(dir, { cacheDir });
+    const session = await ort.InferenceSession.create(prepared.modelPath);
+    const logits = floats((await run(session, fx.spec, fx.ids))[IO.logits] as ort.Tensor);
+    await session.release();
+    const V = fx.spec.vocabSize;
+    const dEntropy = fx.ids.reduce((a, _, t) => a + Math.abs(entropy(row(logits, t, V)) - fx.expected.entropy[t]!), 0) / fx.ids.length;
+    console.log(`gpt2-tiny-random-onnx q4f16 export: mean |d entropy| ${dEntropy.toFixed(4)} nats vs float64`);
+    expect(dEntropy).toBeLessThan(0.1);
+    const stored = decodeModel(readFileSync(prepared.modelPath)).graph;
+    expect(stored.node.filter((n) => n.opType === 'MatMulNBits').length).toBeGreaterThan(0);
+    // The half scales became float32 initializers (MatMulNBits' T1 follows its float32 input).
+    const scales = new Set(stored.node.filter((n) => n.opType === 'MatMulNBits').map((n) => n.input[2]!));
+    expect(stored.initializer.filter((t) => scales.has(t.name)).every((t) => t.dataType === DataType.FLOAT)).toBe(true);
+
+    // w_out: the q4 codes dequantized with the half-rounded scales.
+    const plain = lastLayerWeightsFromExport(fx.dir);
+    const q = quantizeBlocks(plain.wOut, plain.dMlp, plain.dModel, 4, BLOCK);
+    q.scales = fromFloat16(toFloat16(q.scales));
+    const expected = dequantizeBlocks(q, plain.dMlp, plain.dModel, 4, BLOCK);
+    expect(Array.from(lastLayerWeightsFromExport(dir).wOut)).toEqual(Array.from(expected));
+  });
 });

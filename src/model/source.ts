@@ -35,7 +35,7 @@ export function sourceKind(dir: string): SourceKind {
 
 export interface OpenSourceOptions {
   cacheDir?: string;
-  /** MatMul weight dtype for checkpoints (default fp32); an export runs in the dtype it was saved in. */
+  /** MatMul weight dtype for checkpoints (default fp32); an export keeps its own quantization (float16 ones run upcast to float32). */
   dtype?: WeightDtype;
   quantizeLastLayer?: boolean;
 }

@@ -19,13 +19,14 @@ import {
 } from './instrument.ts';
 import { decodeModel, encodeModel, type ModelProto } from './proto.ts';
 import { dequantizeMonitoredMatMuls, UnsupportedQuantizationError } from './dequantize-export.ts';
+import { upcastFloat16 } from './upcast-float16.ts';
 import { IO } from '../types.ts';
 import { defaultCacheDir } from '../cache-dir.ts';
 import { writeCacheDir } from '../cache-entry.ts';
 import { contentKey, modelIdentity, type ModelIdentity } from '../identity.ts';
 
 /** Bump when the surgery's output changes, so cached graphs from older code are not reused. */
-export const SURGERY_VERSION = 4;
+export const SURGERY_VERSION = 5;
 
 /** Where Optimum and transformers.js put the decoder graph, in order of preference. */
 const MODEL_FILES = [
@@ -125,11 +126,17 @@ export async function prepareExportGraph(
   return prepared;
 }
 
-/** Quantized exports: the unembedding and the last down projection become float32 MatMuls. */
+/**
+ * Half and quantized exports, before the surgery: the merged decoder's cache branch is inlined,
+ * float16 becomes float32 (upcast-float16.ts), and the unembedding and the last down projection
+ * become float32 MatMuls on float32 initializers (dequantize-export.ts).
+ */
 function dequantizeForSurgery(model: ModelProto, spec: ModelSpec, file: string): void {
   inlineUseCacheBranch(model.graph);
+  const read = externalReader(file);
   try {
-    dequantizeMonitoredMatMuls(model.graph, { dMlp: spec.dMlp, logits: IO.logits, read: externalReader(file) });
+    upcastFloat16(model.graph, read);
+    dequantizeMonitoredMatMuls(model.graph, { dMlp: spec.dMlp, logits: IO.logits, read });
   } catch (e) {
     if (e instanceof UnsupportedQuantizationError) throw new GraphSurgeryError(e.message);
     throw e;

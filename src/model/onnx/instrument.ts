@@ -39,9 +39,12 @@ export function instrumentModel(
   const anatomy = locateLastLayer(graph, hints);
   for (const w of [anatomy.down.weight, anatomy.unembed.weight]) {
     // The new inputs and outputs are float32; mixing them into a float16 graph would fail to load.
+    // export-source.ts upcasts half exports and folds quantized monitored matmuls first, so this
+    // only fires for a layout that step did not recognise.
     if (w.dataType !== DataType.FLOAT) {
       throw new GraphSurgeryError(
-        `only float32 graphs can be instrumented; this one stores weights as ONNX data type ${w.dataType}`,
+        `the ${w === anatomy.down.weight ? 'last down projection' : 'unembedding'} stores its weight as ONNX data type ${w.dataType}; ` +
+          'accepted: float32, float16/bfloat16 (upcast at load), int4/int8 MatMulNBits, int8/uint8 MatMulInteger (quantize_dynamic) and DequantizeLinear weights',
       );
     }
   }
