@@ -17,7 +17,10 @@ import { formatFidelity, measureFidelity } from './helpers/quant-fidelity.ts';
 import { fixture } from './helpers/shared.ts';
 
 const FIXTURES = ['gpt2-tiny-random', 'aidreams260K', 'makemore-names', 'makemore-anime'];
-const BOUND = { int8: 0.02, int4: 0.1, fp16: 0.005 } as const;
+// int8+last (--quantize-last-layer at int8) is held to the int8 bound: quantizing the monitored
+// weights at 8 bits measured within it on every fixture. int4+last has no target (it is the
+// documented lossy setting; `npm run bench -- --quant` prints it).
+const BOUND: Record<string, number> = { int8: 0.02, int4: 0.1, fp16: 0.005, 'int8+last': 0.02 };
 const CORPUS = resolve(import.meta.dirname, 'fixtures/corpus/stories.txt');
 
 /** Op counts of a graph file (to show the quantized graph really is quantized). */
@@ -30,13 +33,13 @@ function opCounts(modelPath: string): Map<string, number> {
 
 describe('quantized graphs: signal fidelity against float32', () => {
   for (const name of FIXTURES) {
-    it(`${name}: int8 / int4 / fp16 within the entropy bounds`, { timeout: 240_000 }, async () => {
+    it(`${name}: int8 / int4 / fp16 / int8+last within the entropy bounds`, { timeout: 240_000 }, async () => {
       const dir = fixture(name);
-      const rows = await measureFidelity(dir, ['int8', 'int4', 'fp16']);
+      const rows = await measureFidelity(dir, ['int8', 'int4', 'fp16', { dtype: 'int8', quantizeLastLayer: true }]);
       console.log(formatFidelity(name, rows));
       for (const r of rows) {
         expect(r.positions).toBeGreaterThan(8);
-        expect(r.entropy.mean, `${name} ${r.dtype} mean |d entropy|`).toBeLessThanOrEqual(BOUND[r.dtype as keyof typeof BOUND]);
+        expect(r.entropy.mean, `${name} ${r.label} mean |d entropy|`).toBeLessThanOrEqual(BOUND[r.label]!);
       }
       // Quantization really happened: quantized MatMuls in place of float ones, the last MLP kept.
       const int4 = await openModelSource(dir, { dtype: 'int4' });

@@ -35,7 +35,11 @@ export function sourceKind(dir: string): SourceKind {
 
 export interface OpenSourceOptions {
   cacheDir?: string;
-  /** MatMul weight dtype for checkpoints (default fp32); an export keeps its own quantization (float16 ones run upcast to float32). */
+  /**
+   * Checkpoints: the MatMul weight dtype the graph is built in (default fp32). Exports: which of
+   * the folder's graph variants to load (model.onnx, model_fp16.onnx, model_quantized.onnx,
+   * model_q4.onnx, ...); each keeps its own quantization (float16 ones run upcast to float32).
+   */
   dtype?: WeightDtype;
   quantizeLastLayer?: boolean;
 }
@@ -47,7 +51,7 @@ export async function openModelSource(dirArg: string, opts: OpenSourceOptions = 
   if (!existsSync(`${dir}/config.json`)) throw new ModelLoadError(`${dir}/config.json`, 'file not found');
   const kind = sourceKind(dir);
   if (kind === 'onnx-export') {
-    const p = await prepareExportGraph(dir, { cacheDir: opts.cacheDir });
+    const p = await prepareExportGraph(dir, { cacheDir: opts.cacheDir, dtype: opts.dtype });
     return {
       dir,
       kind,
@@ -56,7 +60,7 @@ export async function openModelSource(dirArg: string, opts: OpenSourceOptions = 
       cacheKey: p.cacheKey,
       identity: p.identity,
       weightFiles: p.weightFiles,
-      lastLayerWeights: () => lastLayerWeightsFromExport(dir),
+      lastLayerWeights: () => lastLayerWeightsFromExport(dir, opts.dtype),
     };
   }
   const p = await prepareCheckpointGraph(dir, {

@@ -6,6 +6,7 @@ import { closeSync, existsSync, openSync, readFileSync, writeSync } from 'node:f
 import { basename, dirname, join } from 'node:path';
 import { ModelLoadError } from '../../errors.ts';
 import { readModelSpec } from '../architectures/index.ts';
+import { DTYPES, type WeightDtype } from '../architectures/weight-emission.ts';
 import type { LastLayerWeights, ModelSpec } from '../types.ts';
 import { externalDataFiles, externalReader, placeExternalDataFiles } from './external-data.ts';
 import { tensorToFloat32 } from './graph-query.ts';
@@ -28,13 +29,28 @@ import { contentKey, modelIdentity, type ModelIdentity } from '../identity.ts';
 /** Bump when the surgery's output changes, so cached graphs from older code are not reused. */
 export const SURGERY_VERSION = 5;
 
-/** Where Optimum and transformers.js put the decoder graph, in order of preference. */
-const MODEL_FILES = [
-  'onnx/model.onnx',
-  'model.onnx',
-  'onnx/decoder_model_merged.onnx',
-  'decoder_model_merged.onnx',
-];
+/**
+ * Where Optimum and transformers.js put the decoder graph, per dtype (`--dtype` picks among the
+ * variants a transformers.js folder ships side by side), in order of preference; each name is
+ * looked for under onnx/ first, then at the folder's top.
+ */
+const GRAPH_FILES: Readonly<Record<WeightDtype, readonly string[]>> = {
+  fp32: ['model.onnx', 'decoder_model_merged.onnx'],
+  fp16: ['model_fp16.onnx', 'decoder_model_merged_fp16.onnx'],
+  int8: [
+    'model_quantized.onnx',
+    'model_int8.onnx',
+    'model_uint8.onnx',
+    'decoder_model_merged_quantized.onnx',
+    'decoder_model_merged_int8.onnx',
+    'decoder_model_merged_uint8.onnx',
+  ],
+  int4: ['model_q4.onnx', 'model_q4f16.onnx', 'decoder_model_merged_q4.onnx', 'decoder_model_merged_q4f16.onnx'],
+};
+
+function candidates(dtype: WeightDtype): string[] {
+  return GRAPH_FILES[dtype].flatMap((f) => [`onnx/${f}`, f]);
+}
 
 export interface PreparedExport {
   /** The instrumented graph, in the cache. */
@@ -49,19 +65,26 @@ export interface PreparedExport {
 }
 
 
-function findModelFile(dir: string): string | undefined {
-  return MODEL_FILES.map((f) => join(dir, f)).find((f) => existsSync(f));
+function findModelFile(dir: string, dtype: WeightDtype): string | undefined {
+  return candidates(dtype)
+    .map((f) => join(dir, f))
+    .find((f) => existsSync(f));
 }
 
-/** A folder with config.json and an ONNX decoder graph in one of the usual places. */
+/** A folder with config.json and an ONNX decoder graph (of any dtype) in one of the usual places. */
 export function isExportDir(dir: string): boolean {
-  return existsSync(join(dir, 'config.json')) && findModelFile(dir) !== undefined;
+  return existsSync(join(dir, 'config.json')) && DTYPES.some((d) => findModelFile(dir, d) !== undefined);
 }
 
-function requireModelFile(dir: string): string {
-  const file = findModelFile(dir);
-  if (!file) throw new ModelLoadError(dir, `no ONNX graph found (looked for ${MODEL_FILES.join(', ')})`);
-  return file;
+function requireModelFile(dir: string, dtype: WeightDtype): string {
+  const file = findModelFile(dir, dtype);
+  if (file) return file;
+  const others = DTYPES.flatMap((d) => {
+    const f = d === dtype ? undefined : findModelFile(dir, d);
+    return f ? [`${f.slice(dir.length + 1)} (--dtype ${d})`] : [];
+  });
+  const wanted = `no ${dtype} ONNX graph found (looked for ${candidates(dtype).join(', ')})`;
+  throw new ModelLoadError(dir, others.length ? `${wanted}; this export has ${others.join(', ')}` : wanted);
 }
 
 function decodeOrFail(file: string, bytes: Uint8Array): ModelProto {
@@ -88,9 +111,9 @@ function surgeryOrFail<T>(file: string, fn: () => T): T {
  */
 export async function prepareExportGraph(
   dir: string,
-  opts: { cacheDir?: string } = {},
+  opts: { cacheDir?: string; dtype?: WeightDtype } = {},
 ): Promise<PreparedExport> {
-  const plainModelPath = requireModelFile(dir);
+  const plainModelPath = requireModelFile(dir, opts.dtype ?? 'fp32');
   const spec = readModelSpec(dir);
   checkTokenizerFits(dir, spec.vocabSize);
 
@@ -186,8 +209,8 @@ function checkTokenizerFits(dir: string, vocabSize: number): void {
  * W_U from the unembedding matmul's weight (or the tied embedding table it transposes), the
  * final norm's gamma/beta, and w_out as rows of the down projection.
  */
-export function lastLayerWeightsFromExport(dir: string): LastLayerWeights {
-  const file = requireModelFile(dir);
+export function lastLayerWeightsFromExport(dir: string, dtype: WeightDtype = 'fp32'): LastLayerWeights {
+  const file = requireModelFile(dir, dtype);
   const spec = readModelSpec(dir);
   const model = decodeOrFail(file, readFileSync(file));
   const anatomy = surgeryOrFail(file, () => {
