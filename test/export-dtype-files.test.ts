@@ -97,3 +97,11 @@ describe('export graph variants chosen by --dtype', () => {
     expect(source.lastLayerWeights().vocabSize).toBe(fx.spec.vocabSize);
   });
 });
+
+describe('--quantize-last-layer on an export', () => {
+  it('is refused: the surgery always folds the monitored matmuls to float32', async () => {
+    const refusal = await openModelSource(fx.dir, { cacheDir, quantizeLastLayer: true }).catch((e: unknown) => e);
+    expect(refusal).toBeInstanceOf(ModelLoadError);
+    expect(String((refusal as Error).message)).toContain('--quantize-last-layer applies to checkpoints');
+  });
+});

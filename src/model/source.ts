@@ -51,6 +51,10 @@ export async function openModelSource(dirArg: string, opts: OpenSourceOptions = 
   if (!existsSync(`${dir}/config.json`)) throw new ModelLoadError(`${dir}/config.json`, 'file not found');
   const kind = sourceKind(dir);
   if (kind === 'onnx-export') {
+    // Refused rather than ignored: an export's monitored matmuls are always float32 (the surgery
+    // folds them), so the flag could only mislead.
+    if (opts.quantizeLastLayer)
+      throw new ModelLoadError(dir, '--quantize-last-layer applies to checkpoints; an export keeps its own quantization');
     const p = await prepareExportGraph(dir, { cacheDir: opts.cacheDir, dtype: opts.dtype });
     return {
       dir,
