@@ -15,6 +15,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { WeightDtype } from '../src/model/architectures/weight-emission.ts';
 import { openModelSource } from '../src/model/source.ts';
+import { formatSplit, kernelSplit, SPLIT_HEADER } from './kernel-split.ts';
 import { createEngineFromSource } from '../src/runtime/index.ts';
 import type { OnnxEngine } from '../src/runtime/engine.ts';
 import type { SamplingParams } from '../src/runtime/types.ts';
@@ -77,8 +78,10 @@ export async function benchQuant(label: string, dir: string, opts: QuantBenchOpt
   process.stderr.write(`\n[${label}] building ${labels.join(', ')} graphs (cached after the first run)...\n`);
   const engines: OnnxEngine[] = [];
   const sizes: number[] = [];
+  const graphs: string[] = [];
   for (const v of variants) {
     const source = await openModelSource(dir, v);
+    graphs.push(source.modelPath);
     sizes.push(dirBytes(dirname(source.modelPath)));
     engines.push(await createEngineFromSource(source, {}));
   }
@@ -125,6 +128,8 @@ export async function benchQuant(label: string, dir: string, opts: QuantBenchOpt
     const r = ratio(d);
     if (!Number.isNaN(r)) console.log(`${d} decode ${r.toFixed(2)}x fp32 (target >= ${target}x): ${r >= target ? 'OK' : 'BELOW TARGET'}`);
   }
+  console.log(`\n${SPLIT_HEADER}`);
+  for (let i = 0; i < variants.length; i++) console.log(formatSplit(labels[i]!, await kernelSplit(graphs[i]!, spec)));
   const fidelity = await measureFidelity(dir, variants.slice(1));
   console.log(formatFidelity(label, fidelity));
 }
