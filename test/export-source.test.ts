@@ -117,7 +117,7 @@ describe('folders that cannot be used give a ModelLoadError naming the file', ()
     copyFileSync(join(fixture('aidreams260K-onnx'), 'config.json'), join(dir, 'config.json'));
     const e = await loadError(prepareExportGraph(dir, { cacheDir }));
     expect(e.file).toBe(dir);
-    expect(e.message).toMatch(/no ONNX graph/);
+    expect(e.message).toMatch(/no fp32 ONNX graph found/);
   });
 
   it('a truncated graph file', async () => {
