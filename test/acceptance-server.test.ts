@@ -155,6 +155,11 @@ describe('sidecar on aidreams260K (real LLaMA checkpoint)', () => {
     const check = promtoolCheckMetrics(exposition);
     expect(check.output).toBe('');
     expect(check.ok).toBe(true);
+    // The replica's facts, as `serve` loaded them (a float32 graph built from the checkpoint).
+    const model = (await s.client.models.list()).data[0]!.id;
+    expect(exposition).toContain(
+      `llm_model_info{model="${model}",source="checkpoint",dtype="fp32",quantize_last_layer="false",provider="cpu"} 1`,
+    );
     const prom = await startPrometheus({ targets: [new URL(s.url).host], scrapeIntervalS: 1 });
     try {
       const samples = await prom.waitFor('llm_generated_tokens_total > 0', 30_000);

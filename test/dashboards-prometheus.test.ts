@@ -13,7 +13,7 @@ import WebSocket from 'ws';
 import { generateDashboards, panelsOf } from '../src/dashboards/index.ts';
 import { Telemetry, type Clock, type Endpoint } from '../src/server/telemetry/index.ts';
 import { launchChromium } from './helpers/chromium.ts';
-import { startPrometheus, type PrometheusServer, type PromResponse } from './helpers/prometheus.ts';
+import { startPrometheus, type PrometheusServer, type PromResponse, type VectorSample } from './helpers/prometheus.ts';
 import { seededRandom, syntheticSummary, syntheticToken } from './helpers/telemetry-traffic.ts';
 
 const MODEL = 'gpt2';
@@ -107,7 +107,13 @@ function feedRound(): void {
 }
 
 beforeAll(async () => {
-  telemetry = new Telemetry({ model: MODEL, entropyNeurons: ENTROPY, frequencyNeurons: FREQUENCY, clock });
+  telemetry = new Telemetry({
+    model: MODEL,
+    entropyNeurons: ENTROPY,
+    frequencyNeurons: FREQUENCY,
+    clock,
+    replica: { source: 'checkpoint', dtype: 'int8', quantizeLastLayer: false, provider: 'cpu' },
+  });
   metricsServer = createServer((req, res) => {
     if (req.url !== '/metrics') return void res.writeHead(404).end();
     void telemetry.registry.metrics().then((body) => {
@@ -182,6 +188,13 @@ describe('dashboards against a real Prometheus', () => {
     expect(await value(`sum(llm_requests_total{model="${MODEL}",outcome="error"})`)).toBe(2);
     expect(await value(`sum(llm_interventions_active{model="${MODEL}"})`)).toBe(2);
     expect(await value(`sum(llm_ws_subscribers{model="${MODEL}"})`)).toBe(1);
+    // The replicas panel's query, as the dashboard writes it: one int8 CPU replica.
+    const replicas = finiteValues(
+      await prom.query(expand('count by (dtype, quantize_last_layer, provider) (llm_model_info{model=~"$model"})')),
+    );
+    expect(replicas).toEqual([1]);
+    const info = (await prom.query(expand('llm_model_info{model=~"$model"}'))).data?.result as VectorSample[];
+    expect(info.map((v) => v.metric)).toMatchObject([{ dtype: 'int8', provider: 'cpu', quantize_last_layer: 'false' }]);
     // Quantiles land inside the ranges of the synthetic signals.
     const entropyP50 = await value(
       expand(

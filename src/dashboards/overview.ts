@@ -149,6 +149,22 @@ export function overviewDashboard(): Record<string, unknown> {
             min: 0,
             queries: [{ expr: `sum(${M.engineKvCacheBytes.name}${sel()})`, legend: 'KV bytes' }],
           },
+          {
+            title: 'Replicas by dtype',
+            description:
+              'Sidecars per weight dtype and provider (llm_model_info); "last-layer quantized: true" when the ' +
+              'last MLP and the unembedding are quantized too, which costs signal fidelity (README "Choosing a dtype").',
+            type: 'stat',
+            unit: 'short',
+            width: 6,
+            queries: [
+              {
+                expr: `count by (dtype, quantize_last_layer, provider) (${M.modelInfo.name}${sel()})`,
+                legend: '{{dtype}} {{provider}} last-layer quantized: {{quantize_last_layer}}',
+                instant: true,
+              },
+            ],
+          },
         ],
       },
       {

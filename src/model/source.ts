@@ -25,6 +25,10 @@ export interface ModelSource {
   identity: ModelIdentity;
   /** The files holding the weights (an export's graph and its external data; checkpoint shards). */
   weightFiles: string[];
+  /** The weight dtype the graph runs (a checkpoint's build dtype, or the export variant loaded). */
+  dtype: WeightDtype;
+  /** Whether the monitored weights (last MLP, unembedding) are quantized too; never for exports. */
+  quantizeLastLayer: boolean;
   /** Reads the unembedding, final norm and last-layer w_out (for the monitor). */
   lastLayerWeights(): LastLayerWeights;
 }
@@ -64,6 +68,8 @@ export async function openModelSource(dirArg: string, opts: OpenSourceOptions = 
       cacheKey: p.cacheKey,
       identity: p.identity,
       weightFiles: p.weightFiles,
+      dtype: opts.dtype ?? 'fp32',
+      quantizeLastLayer: false,
       lastLayerWeights: () => lastLayerWeightsFromExport(dir, opts.dtype),
     };
   }
@@ -81,6 +87,9 @@ export async function openModelSource(dirArg: string, opts: OpenSourceOptions = 
     cacheKey: p.cacheKey,
     identity: p.identity,
     weightFiles: p.weightFiles,
+    dtype: p.dtype,
+    // A float32 graph has nothing to quantize, whatever the flag said.
+    quantizeLastLayer: p.dtype !== 'fp32' && p.dtype !== 'fp16' && (opts.quantizeLastLayer ?? false),
     lastLayerWeights: () => lastLayerWeightsFromCheckpoint(dir),
   };
 }

@@ -17,6 +17,7 @@ export function shadowTelemetry(
     entropyNeurons: engine.catalogue.entropy,
     frequencyNeurons: engine.catalogue.frequency,
     ...(logger ? { logger } : {}),
+    ...(engine.replica ? { replica: engine.replica } : {}),
     ...extra,
   });
   t.registry.setDefaultLabels({ mode: 'shadow' });

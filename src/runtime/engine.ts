@@ -15,7 +15,9 @@ import type {
   ScoredPosition,
   ScoringSession,
   FinishReason,
+  ReplicaInfo,
 } from './types.ts';
+import type { ModelSource } from '../model/source.ts';
 import type { ModelSpec } from '../model/types.ts';
 import type { Tokenizer } from '../model/tokenizer.ts';
 import { InvalidInputError } from '../errors.ts';
@@ -36,6 +38,8 @@ import type { WatchedNeurons } from '../monitor/neurons.ts';
 export interface EngineParts {
   spec: ModelSpec;
   modelId: string;
+  /** What was loaded (the provider comes from the worker's init). */
+  source: Pick<ModelSource, 'kind' | 'dtype' | 'quantizeLastLayer'>;
   tokenizer: Tokenizer;
   worker: InferenceWorker;
   watched: WatchedNeurons;
@@ -50,6 +54,7 @@ export class OnnxEngine implements Engine, CalibrationEngine {
   readonly tokenizer: Tokenizer;
   readonly watched: WatchedNeurons;
   readonly provider: 'cpu' | 'cuda';
+  readonly replica: ReplicaInfo;
   readonly worker: InferenceWorker;
   /** Watched addresses in the order the worker reports them (entropy first, then frequency). */
   private readonly watchOrder: { address: string; role: 'entropy' | 'frequency' }[];
@@ -67,6 +72,12 @@ export class OnnxEngine implements Engine, CalibrationEngine {
     this.worker = parts.worker;
     this.watched = parts.watched;
     this.provider = parts.init.provider;
+    this.replica = {
+      source: parts.source.kind,
+      dtype: parts.source.dtype,
+      quantizeLastLayer: parts.source.quantizeLastLayer,
+      provider: parts.init.provider,
+    };
     this.watchOrder = [
       ...parts.watched.entropy.map((address) => ({ address, role: 'entropy' as const })),
       ...parts.watched.frequency.map((address) => ({ address, role: 'frequency' as const })),

@@ -90,6 +90,7 @@ export async function createEngineFromSource(source: ModelSource, opts: EngineOp
     return new OnnxEngine({
       spec: source.spec,
       modelId: opts.modelId ?? defaultModelId(source.dir),
+      source,
       tokenizer,
       worker,
       watched,

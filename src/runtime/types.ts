@@ -2,6 +2,7 @@
 // the monitor and the server. Consumers depend on these types only.
 
 import type { ModelSpec } from '../model/types.ts';
+import type { WeightDtype } from '../model/architectures/weight-emission.ts';
 import type { LogitsParams } from './logits-processors.ts';
 
 export type { NeuronIntervention } from '../monitor/neurons.ts';
@@ -101,9 +102,19 @@ export interface EngineStepStats {
   runS: number;
 }
 
+/** What the engine runs, for operators (the `llm_model_info` metric). */
+export interface ReplicaInfo {
+  source: 'checkpoint' | 'onnx-export';
+  dtype: WeightDtype;
+  quantizeLastLayer: boolean;
+  provider: 'cpu' | 'cuda';
+}
+
 export interface Engine {
   readonly spec: ModelSpec;
   readonly modelId: string;
+  /** Optional: engines that are not the ONNX engine (test doubles) may not know. */
+  readonly replica?: ReplicaInfo;
   /** Streams generated tokens; the iterator's return value is the summary. */
   generate(req: GenerateRequest): AsyncGenerator<GeneratedToken, GenerationSummary>;
   /** Opens a scoring session whose context is `promptIds` (at least one token). */

@@ -81,6 +81,7 @@ export async function serve(opts: ServeOptions): Promise<void> {
         entropyNeurons: e.catalogue.entropy,
         frequencyNeurons: e.catalogue.frequency,
         logger: app.log,
+        ...(e.replica ? { replica: e.replica } : {}),
       }),
     adminToken,
     apiKey,

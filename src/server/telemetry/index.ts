@@ -5,7 +5,7 @@
 import type { IncomingMessage, Server } from 'node:http';
 import type { Tracer } from '@opentelemetry/api';
 import { Registry } from 'prom-client';
-import type { EngineStepStats } from '../../runtime/types.ts';
+import type { EngineStepStats, ReplicaInfo } from '../../runtime/types.ts';
 import type { StoredIntervention } from '../../monitor/interventions.ts';
 import { interventionEvent } from './events.ts';
 import { createMetrics, initialiseSeries, type SidecarMetrics } from './metrics.ts';
@@ -63,6 +63,8 @@ export interface TelemetryOptions {
   tracer?: Tracer;
   /** Environment consulted for OTEL_* when no tracer is given (default process.env). */
   env?: Record<string, string | undefined>;
+  /** What the engine runs, published as llm_model_info (absent for engines that do not say). */
+  replica?: ReplicaInfo;
   clock?: Clock;
 }
 
@@ -86,6 +88,10 @@ export class Telemetry {
     const model = opts.model;
     this.metrics = createMetrics(this.registry);
     initialiseSeries(this.metrics, model);
+    if (opts.replica) {
+      const { source, dtype, quantizeLastLayer, provider } = opts.replica;
+      this.metrics.modelInfo.set({ model, source, dtype, quantize_last_layer: String(quantizeLastLayer), provider }, 1);
+    }
     const clock = opts.clock ?? systemClock;
     this.hub = new WsHub({
       bufferSize: opts.wsBufferSize ?? 1024,

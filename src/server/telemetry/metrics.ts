@@ -132,6 +132,13 @@ export const METRIC_DEFINITIONS = {
   engineSteps: def('llm_engine_steps_total', 'counter', 'Engine forward passes (rate() gives steps per second).', [
     'model',
   ]),
+  modelInfo: def(
+    'llm_model_info',
+    'gauge',
+    'The replica this sidecar runs: always 1, its facts in the labels (source checkpoint|onnx-export, ' +
+      'dtype fp32|fp16|int8|int4, quantize_last_layer true|false, provider cpu|cuda).',
+    ['model', 'source', 'dtype', 'quantize_last_layer', 'provider'],
+  ),
   wsSubscribers: def('llm_ws_subscribers', 'gauge', 'Open WebSocket monitor subscriptions.', ['model']),
   wsEventsDropped: def(
     'llm_ws_events_dropped_total',
