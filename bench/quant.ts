@@ -20,6 +20,7 @@ import { createEngineFromSource } from '../src/runtime/index.ts';
 import type { OnnxEngine } from '../src/runtime/engine.ts';
 import type { SamplingParams } from '../src/runtime/types.ts';
 import { formatFidelity, measureFidelity, variantLabel, type Variant } from '../test/helpers/quant-fidelity.ts';
+import { greedyParams } from '../test/helpers/sampling.ts';
 
 export interface QuantBenchOptions {
   variants: Variant[];
@@ -67,7 +68,7 @@ function childRss(dir: string, v: Variant): number {
 async function rssChild(dir: string, v: Variant): Promise<void> {
   const engine = await createEngineFromSource(await openModelSource(dir, v), {});
   const prompt = [1, 2, 3, 4, 5, 6, 7, 8];
-  await timeRun(engine, prompt, { maxTokens: 8, temperature: 0, topP: 1, topK: 0, stop: [], topLogprobs: 0, stopAtEos: false });
+  await timeRun(engine, prompt, greedyParams(8));
   process.stdout.write(`rss=${process.memoryUsage().rss}\n`);
   await engine.close();
 }
@@ -87,15 +88,7 @@ export async function benchQuant(label: string, dir: string, opts: QuantBenchOpt
   }
   const spec = engines[0]!.spec;
   const prompt = Array.from({ length: opts.promptTokens }, (_, i) => (i * 7919 + 13) % spec.vocabSize);
-  const params: SamplingParams = {
-    maxTokens: opts.tokens,
-    temperature: 0,
-    topP: 1,
-    topK: 0,
-    stop: [],
-    topLogprobs: 0,
-    stopAtEos: false,
-  };
+  const params = greedyParams(opts.tokens);
   for (const e of engines) await timeRun(e, prompt, { ...params, maxTokens: 4 });
   const runs: Timing[][] = variants.map(() => []);
   for (let r = 0; r < opts.reps; r++) {

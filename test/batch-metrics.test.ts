@@ -6,6 +6,7 @@ import { fixture } from './helpers/shared.ts';
 import { createEngine } from '../src/runtime/index.ts';
 import type { OnnxEngine } from '../src/runtime/engine.ts';
 import { Telemetry } from '../src/server/telemetry/index.ts';
+import { greedyParams } from './helpers/sampling.ts';
 
 describe('engine step metrics', () => {
   let engine: OnnxEngine;
@@ -22,7 +23,7 @@ describe('engine step metrics', () => {
   it('counts steps, observes batch sizes that sum to the tokens generated, and reports KV bytes', async () => {
     const off = engine.onStep((s) => telemetry.engineStep(s));
     const lengths = [7, 12, 20];
-    const params = (maxTokens: number) => ({ maxTokens, temperature: 0, topP: 1, topK: 0, stop: [], topLogprobs: 0, stopAtEos: false });
+    const params = greedyParams;
     const counts = await Promise.all(
       lengths.map(async (n, i) => {
         let got = 0;

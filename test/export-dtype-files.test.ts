@@ -14,6 +14,7 @@ import { openModelSource, sourceKind } from '../src/model/source.ts';
 import { createEngineFromSource } from '../src/runtime/index.ts';
 import { exportFixture } from './helpers/export-session.ts';
 import { readFixtureModel, toFp16, toQ8, writeExport } from './helpers/q8-fp16-writers.ts';
+import { greedyParams } from './helpers/sampling.ts';
 
 const scratch = mkdtempSync(join(tmpdir(), 'export-variants-'));
 const cacheDir = join(scratch, 'cache');
@@ -36,15 +37,7 @@ async function greedy(dir: string, dtype: 'fp32' | 'fp16' | 'int8') {
   const source = await openModelSource(dir, { dtype, cacheDir });
   const engine = await createEngineFromSource(source, {});
   try {
-    const params = {
-      maxTokens: 8,
-      temperature: 0,
-      topP: 1,
-      topK: 0,
-      stop: [],
-      topLogprobs: 0,
-      stopAtEos: false,
-    };
+    const params = greedyParams(8);
     const tokens: number[] = [];
     for await (const t of engine.generate({ promptIds: fx.ids.slice(0, 6), params })) tokens.push(t.tokenId);
     // The cached instrumented graph shows which file it came from: q8 keeps MatMulInteger

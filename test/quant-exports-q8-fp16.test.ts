@@ -34,6 +34,7 @@ import {
   writeExport,
   type Q8Variant,
 } from './helpers/q8-fp16-writers.ts';
+import { greedyParams } from './helpers/sampling.ts';
 
 const scratch = mkdtempSync(join(tmpdir(), 'quant-exports-q8-fp16-'));
 const cacheDir = join(scratch, 'cache');
@@ -266,15 +267,7 @@ describe('engine on q8 and fp16 exports', () => {
           try {
             const it = engine.generate({
               promptIds: fx.expected.prompt_ids!,
-              params: {
-                maxTokens: 12,
-                temperature: 0,
-                topP: 1,
-                topK: 0,
-                stop: [],
-                topLogprobs: 0,
-                stopAtEos: false,
-              },
+              params: greedyParams(12),
             });
             const got: number[] = (tokens[label] = []);
             for (let r = await it.next(); !r.done; r = await it.next()) got.push(r.value.tokenId);

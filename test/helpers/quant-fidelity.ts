@@ -11,6 +11,7 @@ import { loadCatalogueFor } from '../../src/monitor/catalogue-loader.ts';
 import { createEngineFromSource } from '../../src/runtime/index.ts';
 import type { OnnxEngine } from '../../src/runtime/engine.ts';
 import type { ScoredPosition } from '../../src/runtime/types.ts';
+import { greedyParams } from './sampling.ts';
 
 export interface Diff {
   mean: number;
@@ -83,7 +84,7 @@ function neuronValues(p: ScoredPosition[]): number[] {
 
 async function greedy(engine: OnnxEngine, prompt: number[], n: number): Promise<number[]> {
   const out: number[] = [];
-  const params = { maxTokens: n, temperature: 0, topP: 1, topK: 0, stop: [], topLogprobs: 0, stopAtEos: false };
+  const params = greedyParams(n);
   for await (const t of engine.generate({ promptIds: prompt, params })) out.push(t.tokenId);
   return out;
 }
