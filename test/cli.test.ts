@@ -37,6 +37,16 @@ describe('confidence-sidecar CLI', () => {
     expect(lines.at(-1).tokens_per_s).toBeGreaterThan(0);
   });
 
+  it('--dtype fp16 on CPU warns that it is meant for CUDA; int8 does not warn', () => {
+    const args = (dtype: string) => ['generate', '--model', fixture('makemore-names'), '--dtype', dtype, '--prompt', 'a', '--max-tokens', '3'];
+    const half = cli(args('fp16'));
+    expect(half.code).toBe(0);
+    expect(half.stderr).toContain('warning: --dtype fp16 is meant for --device cuda');
+    const int8 = cli(args('int8'));
+    expect(int8.code).toBe(0);
+    expect(int8.stderr).not.toContain('warning');
+  });
+
   it('score --ids --activations matches expected entropy, norm scale and activations', () => {
     const r = cli(['score', '--model', fixture('aidreams260K-onnx'), '--ids', JSON.stringify(exp.greedy_ids), '--activations']);
     expect(r.code).toBe(0);

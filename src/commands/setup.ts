@@ -52,6 +52,11 @@ export async function setupEngine(
     maxPrefillTokens: numberFlag(values, 'max-prefill-tokens', { min: 1, integer: true }),
     intraOpThreads: numberFlag(values, 'intra-op-threads', { min: 1, integer: true }),
   });
+  if (source.kind === 'checkpoint' && source.dtype === 'fp16' && engine.provider === 'cpu') {
+    // Measured (README "Choosing a dtype"): on CPU fp16 decodes no faster than fp32 and its
+    // process is no smaller, so it only makes sense on CUDA.
+    process.stderr.write('warning: --dtype fp16 is meant for --device cuda; on CPU it is no faster or smaller than fp32 (use int8)\n');
+  }
   const calibrationMean = catalogue ? calibrationMeanLookup(catalogue) : () => undefined;
   const registry = new InterventionRegistry({
     lastLayer: source.spec.nLayers - 1,
