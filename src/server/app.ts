@@ -18,13 +18,14 @@ import type { Catalogue } from '../monitor/catalogue.ts';
 import type { InterventionRegistry, StoredIntervention } from '../monitor/interventions.ts';
 import { makeTokenCheck } from './auth.ts';
 import { ChatFormatter } from './chat-template.ts';
-import { ApiError, echo, toApiError } from './errors.ts';
+import { ApiError, toApiError } from './errors.ts';
 import { expireOnTime } from './expiry.ts';
 import { answerExpectation, clientErrorHandler, refuseSocket, serveUpgradeAsRequest } from './http-edge.ts';
-import { REDACTED_LOG_PATHS, redactUrl, serializeRequest } from './redact.ts';
+import { REDACTED_LOG_PATHS, serializeRequest } from './redact.ts';
 import { auditIntervention } from './routes/audit.ts';
 import { registerChatRoutes } from './routes/chat.ts';
 import { registerCompletionRoutes } from './routes/completions.ts';
+import { RouteMethods, unroutedError } from './route-methods.ts';
 import { registerConsoleRoutes } from './routes/console.ts';
 import type { ReadyServices, ServerContext, ServerEngine, ServerTelemetry, UnknownFields } from './routes/context.ts';
 import { DEFAULT_MAX_N } from './routes/openai-params.ts';
@@ -180,6 +181,9 @@ export function buildServer(opts: BuildServerOptions): FastifyInstance {
       },
     },
   }) as unknown as FastifyInstance;
+  // Before any route is registered: the not-found handler answers 405 for known paths from it.
+  const routeMethods = new RouteMethods();
+  app.addHook('onRoute', (route) => routeMethods.add(route.method, route.url));
 
   let services: ReadyServices | null = null;
   let loadError: Error | null = null;
@@ -340,11 +344,8 @@ export function buildServer(opts: BuildServerOptions): FastifyInstance {
   });
 
   app.setNotFoundHandler((request, reply) => {
-    const e = new ApiError(
-      'route_not_found',
-      `Unknown route: ${echo(request.method, 16)} ${echo(redactUrl(request.url.split('?')[0]!))}`,
-    );
-    return reply.code(e.status).send(e.toBody());
+    const e = unroutedError(routeMethods, request.method, request.url.split('?')[0]!);
+    return reply.code(e.status).headers(e.headers).send(e.toBody());
   });
 
   // Without an upgrade the monitor stream path is an HTTP GET: say what it needs (or why not yet).

@@ -161,6 +161,7 @@ add(
 add('unknown model by path', () => httpText('GET', '/v1/models/gpt-4', key), 404, 'model_not_found');
 
 // ------------------------------------------------------------------ methods
+// A known path with the wrong method is 405 (test/route-methods.test.ts checks the Allow header).
 for (const [method, path] of [
   ['GET', '/v1/completions'],
   ['PUT', '/v1/completions'],
@@ -170,17 +171,24 @@ for (const [method, path] of [
   ['POST', '/healthz'],
   ['POST', '/metrics'],
   ['DELETE', '/v1/models'],
+  ['OPTIONS', '/v1/completions'],
 ])
   add(
     `method ${method} ${path}`,
     () =>
       httpText(method, path, {
         ...key,
-        ...(method === 'GET' || method === 'DELETE' ? {} : { 'content-length': '0' }),
+        ...(method === 'GET' || method === 'DELETE' || method === 'OPTIONS' ? {} : { 'content-length': '0' }),
       }),
-    404,
-    'route_not_found',
+    405,
+    'method_not_allowed',
   );
+add(
+  'method PATCH on an unknown path',
+  () => httpText('PATCH', '/v1/nope', { ...key, 'content-length': '0' }),
+  404,
+  'route_not_found',
+);
 add('method HEAD /healthz', () => httpText('HEAD', '/healthz'), 200, null);
 
 // ------------------------------------------------------------------ headers
