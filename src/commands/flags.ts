@@ -102,6 +102,16 @@ export const MODEL_FLAGS: Flag[] = [
   },
 ];
 
+/** Servers' log verbosity (pino levels); probes and scrapes log only at debug and below. */
+export const LOG_LEVEL_FLAG: Flag = {
+  name: 'log-level',
+  type: 'choice',
+  choices: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'],
+  default: 'info',
+  env: envOf('log-level'),
+  help: 'JSON log verbosity on stdout; /healthz, /readyz and /metrics requests are logged only at debug or trace',
+};
+
 /** The type as --help writes it, with its bounds. */
 export function typeLabel(f: Flag): string {
   const bounds: string[] = [];

@@ -7,11 +7,12 @@ import { DEFAULT_TIMEOUTS } from '../proxy/app.ts';
 import { runProxy } from '../proxy/run.ts';
 import { numberFlag, requiredString } from './options.ts';
 import { setupEngine } from './setup.ts';
-import { envOf, MODEL_FLAGS, type CommandSpec, type Flag } from './flags.ts';
+import { envOf, LOG_LEVEL_FLAG, MODEL_FLAGS, type CommandSpec, type Flag } from './flags.ts';
 
 /** `proxy`'s flags (one line per flag). */
 export const PROXY_FLAGS: Flag[] = [
   ...MODEL_FLAGS,
+  LOG_LEVEL_FLAG,
   { name: 'upstream', type: 'string', arg: 'URL', required: true, env: envOf('upstream'), help: 'the OpenAI-compatible server to front, e.g. http://127.0.0.1:8000' },
   { name: 'host', type: 'string', default: '127.0.0.1', env: envOf('host'), help: 'address to listen on' },
   { name: 'port', type: 'integer', min: 0, max: 65535, default: 8080, env: envOf('port'), help: 'port; 0 = any free one' },
@@ -72,6 +73,7 @@ export async function runProxyCommand(values: Record<string, unknown>): Promise<
     upstreamApiKey,
     maxPendingTokens: numberFlag(values, 'max-pending-tokens', { min: 1, integer: true })!,
     adminToken: process.env.CONFIDENCE_SIDECAR_ADMIN_TOKEN || null,
+    logLevel: values['log-level'] as string,
     load:
       values['relay-only'] === true
         ? null

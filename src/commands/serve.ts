@@ -9,11 +9,12 @@ import { DEFAULT_MAX_N } from '../server/routes/openai-params.ts';
 import type { UnknownFields } from '../server/routes/context.ts';
 import { numberFlag } from './options.ts';
 import { setupEngine } from './setup.ts';
-import { envOf, MODEL_FLAGS, type CommandSpec, type Flag } from './flags.ts';
+import { envOf, LOG_LEVEL_FLAG, MODEL_FLAGS, type CommandSpec, type Flag } from './flags.ts';
 
 /** `serve`'s flags (one line per flag). */
 export const SERVE_FLAGS: Flag[] = [
   ...MODEL_FLAGS,
+  LOG_LEVEL_FLAG,
   { name: 'host', type: 'string', default: '127.0.0.1', env: envOf('host'), help: 'address to listen on' },
   {
     name: 'port',
@@ -156,6 +157,7 @@ export async function runServe(values: Record<string, unknown>): Promise<void> {
     streamIdleTimeoutMs: idleS * 1000,
     ...(values['metrics-token'] !== undefined ? { metricsToken: values['metrics-token'] as string } : {}),
     unknownFields: (values['unknown-fields'] as UnknownFields | undefined) ?? 'reject',
+    logLevel: values['log-level'] as string,
     load: async () => {
       const { engine, registry, source, catalogue } = await setupEngine(values, {
         modelId: values['served-model-name'] as string | undefined,

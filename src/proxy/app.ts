@@ -16,6 +16,8 @@ import { ChatFormatter } from '../server/chat-template.ts';
 import { ApiError, toApiError } from '../server/errors.ts';
 import type { ServerContext } from '../server/routes/context.ts';
 import { registerNeuronRoutes } from '../server/routes/neurons.ts';
+import { probeLogLevel } from '../server/routes/health.ts';
+import { RouteMethods, unroutedError } from '../server/route-methods.ts';
 import { registerConsoleRoutes } from '../server/routes/console.ts';
 import { globalTracer } from '../server/telemetry/tracing.ts';
 import { TokenIndex } from './aligner.ts';
@@ -92,6 +94,9 @@ export function buildProxyServer(opts: ProxyServerOptions): FastifyInstance {
     },
     return503OnClosing: false,
   }) as unknown as FastifyInstance;
+  // A known path with the wrong method is 405 with Allow, as in serve mode (route-methods.ts).
+  const routeMethods = new RouteMethods();
+  app.addHook('onRoute', (route) => routeMethods.add(route.method, route.url));
 
   const metrics = new ProxyMetrics();
   const pool = new Pool(upstream.origin, {
@@ -167,15 +172,13 @@ export function buildProxyServer(opts: ProxyServerOptions): FastifyInstance {
     return reply.code(e.status).headers(e.headers).send(e.toBody());
   });
   app.setNotFoundHandler((request, reply) => {
-    const e = new ApiError(
-      'route_not_found',
-      `Unknown route: ${request.method} ${request.url.split('?')[0]}`,
-    );
-    return reply.code(e.status).send(e.toBody());
+    const e = unroutedError(routeMethods, request.method, request.url.split('?')[0]!);
+    return reply.code(e.status).headers(e.headers).send(e.toBody());
   });
 
-  app.get('/healthz', async () => ({ status: 'ok' }));
-  app.get('/readyz', async (_request, reply) => {
+  const logLevel = probeLogLevel(app.log.level);
+  app.get('/healthz', { logLevel }, async () => ({ status: 'ok' }));
+  app.get('/readyz', { logLevel }, async (_request, reply) => {
     const scoring = {
       state,
       ...(loadError ? { error: loadError } : {}),
@@ -184,7 +187,7 @@ export function buildProxyServer(opts: ProxyServerOptions): FastifyInstance {
     if (closing) return reply.code(503).send({ status: 'not_ready', reason: 'shutting down', scoring });
     return { status: 'ready', upstream: upstream.origin, scoring };
   });
-  app.get('/metrics', async (_request, reply) => {
+  app.get('/metrics', { logLevel }, async (_request, reply) => {
     const own = await metrics.registry.metrics();
     const shadow = telemetry?.registry ? await telemetry.registry.metrics() : '';
     return reply.type(metrics.registry.contentType).send(own + shadow);

@@ -111,6 +111,8 @@ export interface TestServerOptions extends Partial<
   engine?: ServerEngine;
   /** Clock for the registry (TTL tests). */
   now?: () => number;
+  /** The server's log level (default info). */
+  logLevel?: string;
 }
 
 export async function startServer(opts: TestServerOptions = {}): Promise<TestServer> {
@@ -137,7 +139,7 @@ export async function startServer(opts: TestServerOptions = {}): Promise<TestSer
     engine,
     registry,
     telemetry,
-    logger: { level: 'info', stream },
+    logger: { level: opts.logLevel ?? 'info', stream },
   });
   await app.modelReady;
   await app.listen({ host: '127.0.0.1', port: 0 });

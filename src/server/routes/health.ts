@@ -5,13 +5,27 @@
 // labels, which /v1/neurons guards with the API key, so it is never more open than that: it takes
 // --metrics-token when set, else the API key when set, else it is open.
 
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, LogLevel } from 'fastify';
 import type { ServerContext } from './context.ts';
 
-export function registerHealthRoutes(app: FastifyInstance, ctx: ServerContext): void {
-  app.get('/healthz', async () => ({ status: 'ok' }));
+const SEVERITY: Record<string, number> = { trace: 10, debug: 20, info: 30, warn: 40, error: 50, fatal: 60, silent: 100 };
 
-  app.get('/readyz', async (_request, reply) => {
+/**
+ * The log level of probe and scrape requests: kubelets probe every few seconds and Prometheus
+ * scrapes every 15 s, so at info their request lines would be most of the log. They show at debug
+ * and trace; otherwise only their warnings and errors do (never more than the server's own level).
+ */
+export function probeLogLevel(serverLevel: string): LogLevel {
+  const s = SEVERITY[serverLevel] ?? SEVERITY.info!;
+  if (s <= SEVERITY.debug!) return serverLevel as LogLevel;
+  return (s > SEVERITY.warn! ? serverLevel : 'warn') as LogLevel;
+}
+
+export function registerHealthRoutes(app: FastifyInstance, ctx: ServerContext): void {
+  const logLevel = probeLogLevel(app.log.level);
+  app.get('/healthz', { logLevel }, async () => ({ status: 'ok' }));
+
+  app.get('/readyz', { logLevel }, async (_request, reply) => {
     try {
       const { engine } = ctx.ready();
       return { status: 'ready', model: engine.modelId };
@@ -20,7 +34,7 @@ export function registerHealthRoutes(app: FastifyInstance, ctx: ServerContext): 
     }
   });
 
-  app.get('/metrics', { onRequest: ctx.requireMetrics }, async (_request, reply) => {
+  app.get('/metrics', { onRequest: ctx.requireMetrics, logLevel }, async (_request, reply) => {
     const registry = ctx.telemetry()?.registry;
     if (!registry)
       return reply
