@@ -11,6 +11,7 @@ import {
   SequenceLogits,
 } from '../src/runtime/logits-processors.ts';
 import { sampleToken, Rng } from '../src/runtime/sampling.ts';
+import { StopMatcher } from '../src/runtime/stop-matcher.ts';
 
 const row = () => Float32Array.from([2, -1, 0.5, 3, -2]);
 const close = (a: Float32Array, b: number[]) => {
@@ -131,5 +132,14 @@ describe('SequenceLogits', () => {
       requestedAdjustments({ logitBias: [[1, 2]], minP: 0.1, repetitionPenalty: 1, presencePenalty: 0 }),
     ).toEqual(['logit_bias', 'min_p']);
     expect(requestedAdjustments(undefined)).toEqual([]);
+  });
+});
+
+describe('StopMatcher before min_tokens (not armed)', () => {
+  it('passes whole stop strings, holds a possible start, and matches it once armed', () => {
+    const m = new StopMatcher(['ab']);
+    expect(m.push('xab', false)).toEqual({ emit: 'xab', stopped: false });
+    expect(m.push('ca', false)).toEqual({ emit: 'c', stopped: false }); // "a" could start "ab"
+    expect(m.push('b', true)).toEqual({ emit: '', stopped: true }); // completes in an armed token
   });
 });

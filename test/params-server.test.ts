@@ -160,6 +160,30 @@ describe('sampling parameters on the real engine', () => {
     expect(masked.body.choices[0].logprobs.tokens[0]).toBe(runnerUp);
   });
 
+  it('min_tokens holds stop strings back too (vLLM): the first allowed occurrence ends the text', async () => {
+    const base = await complete({ max_tokens: 8, temperature: 0, logprobs: 0 });
+    const tokens: string[] = base.body.choices[0].logprobs.tokens;
+    const text = tokens.join('');
+    const stop = tokens[0]!;
+    expect(stop.length).toBeGreaterThan(0);
+    // Without min_tokens the first token is the stop string: nothing is returned.
+    const early = await complete({ max_tokens: 8, temperature: 0, stop: [stop] });
+    expect(early.body.choices[0]).toMatchObject({ text: '', finish_reason: 'stop' });
+    // With min_tokens 3, an occurrence may end the completion only if it ends in token 3 or later;
+    // worked out from the unconstrained greedy tokens.
+    const ends = tokens.map((_, i) => tokens.slice(0, i + 1).join('').length);
+    let expected: { text: string; tokens: number } | null = null;
+    for (let at = text.indexOf(stop); at >= 0 && !expected; at = text.indexOf(stop, at + 1)) {
+      const endsIn = ends.findIndex((e) => e >= at + stop.length);
+      if (endsIn >= 2) expected = { text: text.slice(0, at), tokens: endsIn + 1 };
+    }
+    const held = await complete({ max_tokens: 8, temperature: 0, stop: [stop], min_tokens: 3 });
+    // (gpt2-tiny-random repeats " fox": the stop string occurs in every token.)
+    expect(expected).not.toBeNull();
+    expect(held.body.choices[0]).toMatchObject({ text: expected!.text, finish_reason: 'stop' });
+    expect(held.body.usage.completion_tokens).toBe(expected!.tokens);
+  });
+
   it('echo returns the prompt with its teacher-forced logprobs, then the completion', async () => {
     const r = await complete({ max_tokens: 2, temperature: 0, logprobs: 0, echo: true });
     const plain = await complete({ max_tokens: 2, temperature: 0 });

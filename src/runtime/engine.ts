@@ -261,7 +261,8 @@ export class OnnxEngine implements Engine, CalibrationEngine {
         // On the last token, release what the decoder and the stop matcher still hold.
         const last = completion >= params.maxTokens || req.signal?.aborted === true;
         const delta = decoder.push(r.tokenId) + (last ? decoder.flush() : '');
-        const { emit, stopped } = stops.push(delta);
+        // vLLM: stop strings end a completion only from min_tokens on (like EOS, masked until then).
+        const { emit, stopped } = stops.push(delta, completion >= (params.logits?.minTokens ?? 0));
         const tokenText = last && !stopped ? emit + stops.flush() : emit;
         text += tokenText;
         const token: GeneratedToken = {
