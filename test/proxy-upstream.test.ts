@@ -165,6 +165,8 @@ describe('proxy in front of serve mode', () => {
     const metrics = await (await fetch(`${proxy.url}/metrics`)).text();
     expect(metrics).toMatch(/llm_token_entropy_nats_count\{[^}]*mode="shadow"[^}]*\} [1-9]/);
     expect(metrics).toMatch(/llm_upstream_requests_total\{code="200"\} [1-9]/);
+    // The replica's facts, on the shadow registry like every other series.
+    expect(metrics).toMatch(/llm_model_info\{[^}]*dtype="fp32"[^}]*provider="cpu"[^}]*mode="shadow"\} 1/);
   });
 
   it('puts the upstream CLIENT span inside the request SERVER span and propagates traceparent', async () => {
