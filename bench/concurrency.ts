@@ -111,6 +111,8 @@ export async function benchConcurrency(
   levels: number[],
   tokens: number,
   promptIds: number[],
+  /** Model flags for the server's engine (--dtype, --quantize-last-layer), as the CLI takes them. */
+  modelFlags: Record<string, unknown> = {},
 ): Promise<void> {
   const ac = new AbortController();
   let url = '';
@@ -124,7 +126,8 @@ export async function benchConcurrency(
       shutdownGraceMs: 0,
       signal: ac.signal,
       env: {},
-      load: async () => setupEngine({ model: dir, device: 'cpu', 'max-concurrency': String(Math.max(...levels)) }),
+      load: async () =>
+        setupEngine({ ...modelFlags, model: dir, device: 'cpu', 'max-concurrency': String(Math.max(...levels)) }),
       onListening: (u) => {
         url = u;
         resolve();

@@ -1,4 +1,4 @@
-// `npm run bench [-- --model DIR ...] [--sizes tiny,gpt2-small] [--tokens N] [--prompt-tokens N] [--reps N]
+// `npm run bench [-- --model DIR ...] [--sizes tiny,gpt2-small] [--tokens N] [--prompt-tokens N] [--reps N] [--dtype int8]
 //   [--proxy] [--quant [--dtypes fp32,int8,int4,fp16,int8+last,int4+last]]
 //   [--concurrency 1,4,8,16] [--analyze]`
 //
@@ -44,6 +44,8 @@ const { values } = parseArgs({
     // --quant: compare the weight dtypes (bench/quant.ts) on each model instead of the sections above.
     quant: { type: 'boolean', default: false },
     dtypes: { type: 'string', default: 'fp32,int8,int4,fp16,int8+last,int4+last' },
+    // The weight dtype of the sections above (both bare-loop graphs and the engine): fp32 by default.
+    dtype: { type: 'string', default: 'fp32' },
     concurrency: { type: 'string', default: '1,4,8,16' },
     analyze: { type: 'boolean', default: false },
   },
@@ -119,11 +121,12 @@ const fmt = (x: number) => x.toFixed(1).padStart(9);
 
 async function benchModel(label: string, dir: string): Promise<void> {
   process.stderr.write(`\n[${label}] preparing graphs (cached after the first run)...\n`);
-  const source = await openModelSource(dir);
+  const { dtype, quantizeLastLayer } = parseVariant(String(values.dtype));
+  const source = await openModelSource(dir, { dtype, quantizeLastLayer });
   const spec = source.spec;
   const plainPath = isExportDir(dir)
-    ? (await prepareExportGraph(dir)).plainModelPath
-    : (await prepareCheckpointGraph(dir, { instrument: false })).modelPath;
+    ? (await prepareExportGraph(dir, { dtype })).plainModelPath
+    : (await prepareCheckpointGraph(dir, { instrument: false, dtype, quantizeLastLayer })).modelPath;
   // The bare loops get the engine's thread count, so the ratios compare loops, not thread pools.
   const opts: ort.InferenceSession.SessionOptions = {
     graphOptimizationLevel: 'all',
@@ -164,7 +167,7 @@ async function benchModel(label: string, dir: string): Promise<void> {
 
   const decode = (k: keyof typeof results) => (TOKENS - 1) / median(results[k].map((t) => t.decodeS));
   const prefill = (k: keyof typeof results) => PROMPT / median(results[k].map((t) => t.prefillS));
-  console.log(`\n## ${label}  (${spec.architecture}, ${spec.nLayers} layers, d_model ${spec.dModel}, vocab ${spec.vocabSize})`);
+  console.log(`\n## ${label}  (${spec.architecture}, ${spec.nLayers} layers, d_model ${spec.dModel}, vocab ${spec.vocabSize}, dtype ${values.dtype})`);
   console.log(`prompt ${PROMPT} tokens, ${TOKENS} generated, median of ${REPS} interleaved runs`);
   console.log('variant                          decode tok/s  prefill tok/s');
   console.log(`bare loop, plain graph        ${fmt(decode('plain'))}      ${fmt(prefill('plain'))}`);
@@ -176,7 +179,11 @@ async function benchModel(label: string, dir: string): Promise<void> {
   console.log(`ratio engine/bare-loop decode:   ${r2.toFixed(3)}  (target >= 0.95) ${r2 >= 0.95 ? 'OK' : 'BELOW TARGET'}`);
 
   const levels = String(values.concurrency).split(',').filter(Boolean).map(Number);
-  if (levels.length > 0) await benchConcurrency(label, dir, instr, spec, levels, TOKENS, prompt);
+  if (levels.length > 0)
+    await benchConcurrency(label, dir, instr, spec, levels, TOKENS, prompt, {
+      dtype,
+      'quantize-last-layer': quantizeLastLayer,
+    });
   if (!values.analyze) return;
 
   const t0 = performance.now();
