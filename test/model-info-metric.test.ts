@@ -4,6 +4,7 @@
 // text exposition, which promtool validates elsewhere (acceptance-server.test.ts).
 
 import { describe, expect, it } from 'vitest';
+import { openModelSource } from '../src/model/source.ts';
 import { createEngine } from '../src/runtime/index.ts';
 import { Telemetry } from '../src/server/telemetry/index.ts';
 import { fixture } from './helpers/shared.ts';
@@ -37,6 +38,15 @@ describe('llm_model_info', () => {
     expect(await infoLine(fixture('gpt2-tiny-random-onnx'), {})).toEqual([
       'llm_model_info{model="m",source="onnx-export",dtype="fp32",quantize_last_layer="false",provider="cpu"} 1',
     ]);
+  });
+
+  it('--quantize-last-layer on a float32 graph changes nothing: same cached graph, reported false', async () => {
+    const plain = await openModelSource(fixture('makemore-names'));
+    const flagged = await openModelSource(fixture('makemore-names'), { quantizeLastLayer: true });
+    expect(flagged.cacheKey).toBe(plain.cacheKey);
+    expect(flagged.quantizeLastLayer).toBe(false);
+    const int8 = await openModelSource(fixture('makemore-names'), { dtype: 'int8', quantizeLastLayer: true });
+    expect(int8.quantizeLastLayer).toBe(true);
   });
 
   it('is absent when the engine does not say what it runs (test doubles)', async () => {

@@ -76,7 +76,7 @@ export const MODEL_FLAGS: Flag[] = [
   {
     name: 'quantize-last-layer',
     type: 'boolean',
-    help: 'with int8/int4: quantize the last layer\'s MLP and the unembedding too (faster, smaller; the signals lose fidelity)',
+    help: 'with int8/int4 (or fp16): store the last layer\'s MLP and the unembedding in that dtype too (faster, smaller; the signals lose fidelity)',
     env: envOf('quantize-last-layer'),
   },
   {

@@ -22,7 +22,7 @@ export interface PrepareGraphOptions {
   instrument: boolean;
   /** MatMul weight dtype, part of the cache key (default fp32). */
   dtype?: WeightDtype;
-  /** Quantize the last layer's MLP too (default false), part of the cache key. */
+  /** Quantize the last layer's MLP and the unembedding too (default false), part of the cache key. */
   quantizeLastLayer?: boolean;
   /** Default: $CONFIDENCE_SIDECAR_CACHE, else ~/.cache/confidence-sidecar. */
   cacheDir?: string;
@@ -36,6 +36,8 @@ export interface PreparedGraph {
   /** The files holding the weights, sorted. */
   weightFiles: string[];
   dtype: WeightDtype;
+  /** Whether the monitored weights are in `dtype` too (never for a float32 graph). */
+  quantizeLastLayer: boolean;
 }
 
 
@@ -50,14 +52,15 @@ export async function prepareCheckpointGraph(dir: string, opts: PrepareGraphOpti
   const weightFiles = [...checkpoint.files].sort();
   const identity = await modelIdentity(basename(modelDir), join(modelDir, 'config.json'), weightFiles);
   const dtype = opts.dtype ?? 'fp32';
-  const quantizeLastLayer = opts.quantizeLastLayer ?? false;
+  // A float32 graph has nothing to quantize: the flag must not key a second, identical graph.
+  const quantizeLastLayer = dtype !== 'fp32' && (opts.quantizeLastLayer ?? false);
   const variant =
     `instrument=${opts.instrument}\ndtype=${dtype}\nquantize_last_layer=${quantizeLastLayer}\n` +
     (dtype === 'fp32' ? '' : `scheme=${QUANT_SCHEME}\n`);
   const cacheKey = contentKey(identity, `confidence-sidecar graph builder v${GRAPH_BUILDER_VERSION}\n${variant}`);
   const finalDir = join(resolve(opts.cacheDir ?? defaultCacheDir()), cacheKey);
   const modelPath = join(finalDir, MODEL_FILE);
-  const prepared = { modelPath, spec: config.spec, cacheKey, identity, weightFiles, dtype };
+  const prepared = { modelPath, spec: config.spec, cacheKey, identity, weightFiles, dtype, quantizeLastLayer };
   if (existsSync(modelPath)) return prepared;
   await writeCacheDir(finalDir, MODEL_FILE, (tempDir) => {
     buildCheckpointGraph(modelDir, tempDir, { instrument: opts.instrument, dtype, quantizeLastLayer });

@@ -88,8 +88,7 @@ export async function openModelSource(dirArg: string, opts: OpenSourceOptions = 
     identity: p.identity,
     weightFiles: p.weightFiles,
     dtype: p.dtype,
-    // A float32 graph has nothing to quantize, whatever the flag said.
-    quantizeLastLayer: p.dtype !== 'fp32' && p.dtype !== 'fp16' && (opts.quantizeLastLayer ?? false),
+    quantizeLastLayer: p.quantizeLastLayer,
     lastLayerWeights: () => lastLayerWeightsFromCheckpoint(dir),
   };
 }
