@@ -16,6 +16,7 @@ import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Pool } from 'undici';
+import { greedyParams } from '../test/helpers/sampling.ts';
 
 const now = () => performance.timeOrigin + performance.now();
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
@@ -163,15 +164,7 @@ export async function scoring(): Promise<void> {
   const decode = async () => {
     const t0 = performance.now();
     let n = 0;
-    const params = {
-      maxTokens: N,
-      temperature: 0,
-      topP: 1,
-      topK: 0,
-      stop: [],
-      topLogprobs: 0,
-      stopAtEos: false,
-    };
+    const params = greedyParams(N);
     for await (const _ of engine.generate({ promptIds: prompt, params })) n++;
     return n / ((performance.now() - t0) / 1000);
   };

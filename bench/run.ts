@@ -25,12 +25,12 @@ import { createEngineFromSource, defaultIntraOpThreads, defaultUnigramFile } fro
 import { analyzeModel } from '../src/monitor/analysis.ts';
 import { demoModelDir } from '../src/demo/index.ts';
 import { computeWeightMetrics, defaultK } from '../src/monitor/weight-metrics.ts';
-import type { SamplingParams } from '../src/runtime/types.ts';
 import { benchQuant } from './quant.ts';
 import { parseVariant } from '../test/helpers/quant-fidelity.ts';
 import { benchConcurrency } from './concurrency.ts';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
+import { greedyParams } from '../test/helpers/sampling.ts';
 
 const { values } = parseArgs({
   options: {
@@ -137,7 +137,7 @@ async function benchModel(label: string, dir: string): Promise<void> {
   const instr = await ort.InferenceSession.create(source.modelPath, opts);
   const engine = await createEngineFromSource(source, {});
   const prompt = Array.from({ length: PROMPT }, (_, i) => (i * 7919 + 13) % spec.vocabSize);
-  const params: SamplingParams = { maxTokens: TOKENS, temperature: 0, topP: 1, topK: 0, stop: [], topLogprobs: 0, stopAtEos: false };
+  const params = greedyParams(TOKENS);
 
   const engineRun = async (): Promise<Timing> => {
     const it = engine.generate({ promptIds: prompt, params });

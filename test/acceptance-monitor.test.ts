@@ -11,8 +11,8 @@ import type { OnnxEngine } from '../src/runtime/engine.ts';
 import { analyzeModel, type AnalyzeResult } from '../src/monitor/analysis.ts';
 import { formatCatalogueTable } from '../src/monitor/catalogue.ts';
 import { InterventionRegistry } from '../src/monitor/interventions.ts';
-import type { SamplingParams } from '../src/runtime/types.ts';
 import { fixture } from './helpers/shared.ts';
+import { greedyParams } from './helpers/sampling.ts';
 
 const CORPUS = resolve(import.meta.dirname, 'fixtures/corpus/stories.txt');
 const index = (address: string) => Number(address.split('.')[1]);
@@ -65,7 +65,7 @@ describe('demo model: planted neurons', () => {
   });
 
   it('clamping a planted entropy neuron high raises the entropy of 50 greedy tokens; clamping it low lowers it', async () => {
-    const params: SamplingParams = { maxTokens: 50, temperature: 0, topP: 1, topK: 0, stop: [], topLogprobs: 0, stopAtEos: false };
+    const params = greedyParams(50);
     const registry = new InterventionRegistry({ lastLayer: source.spec.nLayers - 1, dMlp: source.spec.dMlp });
     const meanEntropy = async (value: number | null) => {
       registry.clear();

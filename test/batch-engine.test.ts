@@ -9,17 +9,9 @@ import type { OnnxEngine } from '../src/runtime/engine.ts';
 import type { GeneratedToken, GenerateRequest, NeuronIntervention, SamplingParams } from '../src/runtime/types.ts';
 import { loadCatalogueFor } from '../src/monitor/catalogue-loader.ts';
 import { openModelSource } from '../src/model/source.ts';
+import { greedyParams } from './helpers/sampling.ts';
 
-const params = (maxTokens: number, extra: Partial<SamplingParams> = {}): SamplingParams => ({
-  maxTokens,
-  temperature: 0,
-  topP: 1,
-  topK: 0,
-  stop: [],
-  topLogprobs: 0,
-  stopAtEos: false,
-  ...extra,
-});
+const params = (maxTokens: number, extra: Partial<SamplingParams> = {}): SamplingParams => ({ ...greedyParams(maxTokens), ...extra });
 
 interface Run {
   tokens: GeneratedToken[];

@@ -7,6 +7,7 @@ import type { OnnxEngine } from '../src/runtime/engine.ts';
 import type { GeneratedToken } from '../src/runtime/types.ts';
 import { loadCatalogueFor } from '../src/monitor/catalogue-loader.ts';
 import { openModelSource } from '../src/model/source.ts';
+import { greedyParams } from './helpers/sampling.ts';
 
 for (const name of ['aidreams260K', 'gpt2-tiny-random-onnx']) {
   describe(`scoring sessions on ${name}`, () => {
@@ -21,7 +22,7 @@ for (const name of ['aidreams260K', 'gpt2-tiny-random-onnx']) {
     it('scores generated tokens with the signals they were generated with', async () => {
       const promptIds = engine.encode('Once upon a time', { addSpecialTokens: true });
       const generated: GeneratedToken[] = [];
-      const params = { maxTokens: 12, temperature: 0, topP: 1, topK: 0, stop: [], topLogprobs: 0, stopAtEos: false };
+      const params = greedyParams(12);
       for await (const t of engine.generate({ promptIds, params })) generated.push(t);
       expect(generated.length).toBe(12);
       expect(Object.keys(generated[0]!.entropyNeurons).length).toBeGreaterThan(0);
